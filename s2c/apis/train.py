@@ -1,0 +1,32 @@
+"""Training entry point: Config -> MMEngine Runner -> train."""
+from __future__ import annotations
+
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from s2c.engine import WeightsOnlyCheckpointHook, check_caches
+from s2c.registry import RUNNERS
+
+
+def train(cfg: Config) -> Runner:
+    """Build the runner from ``cfg`` and train.
+
+    Before the first iteration, configs that need SAM caches are checked by
+    :func:`s2c.engine.check_caches` (a missing cache stops the run with the
+    command that builds it).
+
+    Args:
+        cfg: A config from :func:`~s2c.apis.build_train_config`.
+
+    Returns:
+        Runner: The runner after training (``runner.iter``, ``runner.message_hub``...).
+    """
+    check_caches(cfg)
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(h.get('type') in ('WeightsOnlyCheckpointHook', WeightsOnlyCheckpointHook)
+               for h in hooks):
+        hooks.append(dict(type='WeightsOnlyCheckpointHook'))  # --resume under torch >= 2.6
+    cfg.custom_hooks = hooks
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    runner.train()
+    return runner

@@ -1,0 +1,55 @@
+"""Packing a transformed sample into ``inputs`` + ``data_samples`` for the model."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from s2c.registry import TRANSFORMS
+
+
+def renumber_segments(se_map: np.ndarray) -> np.ndarray:
+    """Renumber the segment ids of a crop to ``1..K`` in increasing id order; 0 stays 0.
+
+    Args:
+        se_map: ``(H, W)`` integer SE map (0 = no segment).
+
+    Returns:
+        np.ndarray: ``(H, W)`` int64 map with ids ``0..K`` (K = number of segments present).
+    """
+    ids, inverse = np.unique(se_map, return_inverse=True)
+    if ids.size and ids[0] != 0:
+        inverse = inverse + 1  # no uncovered pixel: every id shifts up by one
+    return inverse.reshape(se_map.shape).astype(np.int64)
+
+
+@TRANSFORMS.register_module()
+class PackClsInputs:
+    """Pack ``results`` into ``dict(inputs=..., data_samples=...)``.
+
+    ``inputs``: ``(3, H, W)`` float32 tensor. ``data_samples``: a dict with
+    ``name``, ``img_path``, ``gt_label`` (``(C,)`` float32 multi-hot),
+    ``ori_shape``, ``img_shape``, ``geometry`` and, when present, ``se_map``
+    (``(H, W)`` int64 renumbered 1..K, 0 = none/padding), ``valid`` (``(H, W)``
+    bool non-padding mask) and ``gt_seg`` (``(H, W)`` uint8, evaluation only).
+    """
+
+    def __call__(self, results: dict) -> dict:
+        img = results['img']
+        if img.dtype == np.uint8:
+            raise TypeError('PackClsInputs expects a normalised float image; add Normalize '
+                            'before it in the pipeline')
+        inputs = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float()
+        sample = dict(name=results['name'], img_path=results['img_path'],
+                      gt_label=torch.as_tensor(results['gt_label'], dtype=torch.float32),
+                      ori_shape=tuple(results['ori_shape']), img_shape=tuple(img.shape[:2]),
+                      geometry=results['geometry'])
+        if 'se_map' in results:
+            sample['se_map'] = torch.from_numpy(renumber_segments(results['se_map']))
+        if 'valid' in results:
+            sample['valid'] = torch.from_numpy(np.ascontiguousarray(results['valid']))
+        if 'gt_seg' in results:
+            sample['gt_seg'] = np.ascontiguousarray(results['gt_seg'])
+        return dict(inputs=inputs, data_samples=sample)
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}()'

@@ -1,0 +1,121 @@
+"""Loading transforms: image, SE map and ground-truth label map."""
+from __future__ import annotations
+
+import os.path as osp
+
+import numpy as np
+from PIL import Image
+
+from s2c.registry import TRANSFORMS
+from s2c.utils import load_label_png
+
+from .geometry import Geometry
+
+
+def read_rgb_image(path: str) -> np.ndarray:
+    """Read an image file as ``(H, W, 3)`` uint8 RGB.
+
+    Grayscale, RGBA, palette and CMYK files are converted to RGB.
+
+    Raises:
+        FileNotFoundError: When ``path`` does not exist.
+        ValueError: When the file is not a readable image (names the file).
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'image file {path} not found')
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode == 'RGBA' or (img.mode == 'P' and 'transparency' in img.info):
+                bg = Image.new('RGB', img.size, (0, 0, 0))
+                rgba = img.convert('RGBA')
+                bg.paste(rgba, mask=rgba.split()[3])
+                rgb = bg
+            else:
+                rgb = img.convert('RGB')
+            return np.asarray(rgb, dtype=np.uint8).copy()
+    except Exception as e:
+        raise ValueError(f'cannot read image {path} ({type(e).__name__}: {e}); the file is '
+                         'corrupt or not an image: re-extract it or remove it from the '
+                         'split list') from e
+
+
+@TRANSFORMS.register_module()
+class LoadImageFromFile:
+    """Read ``results['img_path']`` into ``results['img']`` ((H, W, 3) uint8 RGB).
+
+    Also sets ``ori_shape``/``img_shape`` ``(H, W)`` and an identity
+    ``geometry`` record (:class:`~s2c.datasets.transforms.geometry.Geometry`).
+    """
+
+    def __call__(self, results: dict) -> dict:
+        img = read_rgb_image(results['img_path'])
+        h, w = img.shape[:2]
+        results['img'] = img
+        results['ori_shape'] = (h, w)
+        results['img_shape'] = (h, w)
+        results['geometry'] = Geometry.identity(h, w)
+        return results
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}()'
+
+
+@TRANSFORMS.register_module()
+class LoadSEMap:
+    """Read the cached SE map ``results['se_map_path']`` into ``results['se_map']``.
+
+    The SE map is an ``(H, W)`` uint16 PNG at original resolution (0 = no
+    segment, 1..K segments), written by ``tools/cache_se_maps.py``.
+
+    Raises:
+        FileNotFoundError: When the SE map is missing (says how to build it).
+        ValueError: When its size differs from the image's.
+    """
+
+    def __call__(self, results: dict) -> dict:
+        path = results.get('se_map_path')
+        if path is None:
+            raise KeyError('LoadSEMap needs results["se_map_path"]; give the dataset '
+                           'se_map_dir=... (see configs/s2c_voc.py)')
+        if not osp.isfile(path):
+            raise FileNotFoundError(
+                f'SE map {path} not found; build the cache with '
+                'tools/cache_se_maps.py CONFIG (see README, "SAM caches")')
+        from s2c.sam.se_map import load_se_map
+        se_map = load_se_map(path)
+        if se_map.shape != tuple(results['ori_shape']):
+            raise ValueError(f'SE map {path} has size {se_map.shape} but the image has '
+                             f'{tuple(results["ori_shape"])}; the cache was built from other '
+                             'images: rebuild it with --overwrite')
+        results['se_map'] = se_map
+        return results
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}()'
+
+
+@TRANSFORMS.register_module()
+class LoadSegMap:
+    """Read the ground-truth label PNG ``results['seg_map_path']`` into ``results['gt_seg']``.
+
+    ``gt_seg`` is ``(H, W)`` uint8 (0 background, 1..C classes, 255 ignore);
+    used only for evaluation, never for training.
+    """
+
+    def __call__(self, results: dict) -> dict:
+        path = results.get('seg_map_path')
+        if path is None:
+            raise KeyError('LoadSegMap needs results["seg_map_path"]; give the dataset '
+                           "seg_dir='SegmentationClass'")
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'ground-truth label map {path} not found')
+        gt = load_label_png(path)
+        if gt.shape != tuple(results['ori_shape']):
+            raise ValueError(f'ground truth {path} has size {gt.shape}, image has '
+                             f'{tuple(results["ori_shape"])}')
+        results['gt_seg'] = gt
+        return results
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}()'

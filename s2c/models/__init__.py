@@ -1,0 +1,5 @@
+"""Models: backbones, CAM classifiers and losses (registered in ``s2c.registry.MODELS``)."""
+from .backbones import *  # noqa: F401,F403
+from .classifiers import *  # noqa: F401,F403
+from .data_preprocessor import ClsDataPreprocessor  # noqa: F401
+from .losses import *  # noqa: F401,F403

@@ -1,0 +1,4 @@
+"""CAM classifiers."""
+from .cam_classifier import CAMClassifier, normalize_cams
+
+__all__ = ['CAMClassifier', 'normalize_cams']
