@@ -1,0 +1,111 @@
+"""Reading and writing per-image CAM files.
+
+Format (DESIGN.md section 5): one ``<cam_dir>/<name>.npz`` per image holding
+
+- ``keys``: ``(K,)`` int64, the 0-based foreground class indices of the
+  classes the image has (VOC: 0 = aeroplane ... 19 = tvmonitor);
+- ``cams``: ``(K, H, W)`` float16 in [0, 1] at the original image resolution
+  (``H, W`` = image height and width), one map per entry of ``keys``.
+
+An image without foreground classes has ``keys`` of shape ``(0,)`` and ``cams``
+of shape ``(0, H, W)``. Files are written atomically (temp file + rename).
+"""
+from __future__ import annotations
+
+import os.path as osp
+import zipfile
+
+import numpy as np
+import torch
+
+from s2c.utils import atomic_save_npz
+
+CAM_SUFFIX = '.npz'
+
+
+class CamFileError(ValueError):
+    """A CAM file exists but cannot be read or does not follow the format."""
+
+
+def cam_path(cam_dir: str, name: str) -> str:
+    """Path of the CAM file of image ``name`` inside ``cam_dir``."""
+    return osp.join(cam_dir, name + CAM_SUFFIX)
+
+
+def save_cams(path: str, keys: np.ndarray | torch.Tensor | list[int],
+              cams: np.ndarray | torch.Tensor) -> None:
+    """Write one image's CAMs atomically.
+
+    Args:
+        path: Destination ``.npz`` file.
+        keys: ``(K,)`` 0-based foreground class indices (unique, >= 0).
+        cams: ``(K, H, W)`` CAMs in [0, 1] at original image resolution; stored
+            as float16 (values are clipped to [0, 1] first).
+
+    Raises:
+        ValueError: When shapes disagree, keys repeat or are negative, or CAMs
+            are not finite.
+    """
+    if isinstance(keys, torch.Tensor):
+        keys = keys.detach().cpu().numpy()
+    if isinstance(cams, torch.Tensor):
+        cams = cams.detach().float().cpu().numpy()
+    keys = np.asarray(keys, dtype=np.int64).reshape(-1)
+    cams = np.asarray(cams, dtype=np.float32)
+    if cams.ndim != 3 or cams.shape[0] != keys.shape[0]:
+        raise ValueError(f'CAMs for {path} must be (K, H, W) with K = len(keys) = {len(keys)}, '
+                         f'got shape {cams.shape}')
+    if len(np.unique(keys)) != len(keys) or (keys < 0).any():
+        raise ValueError(f'CAM keys for {path} must be unique non-negative class indices, '
+                         f'got {keys.tolist()}')
+    if not np.isfinite(cams).all():
+        raise ValueError(f'CAMs for {path} contain NaN or inf')
+    atomic_save_npz(path, keys=keys, cams=np.clip(cams, 0.0, 1.0).astype(np.float16))
+
+
+def load_cams(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read one image's CAMs.
+
+    Args:
+        path: A ``.npz`` file written by :func:`save_cams` (or any producer of
+            the same format).
+
+    Returns:
+        tuple: ``keys`` ``(K,)`` int64 0-based foreground class indices and
+        ``cams`` ``(K, H, W)`` float32 in [0, 1] (original image resolution).
+
+    Raises:
+        FileNotFoundError: When the file does not exist (the message names it).
+        CamFileError: When the file is unreadable, lacks ``keys``/``cams``, or
+            the arrays have inconsistent shapes, repeated/negative keys or
+            non-finite values. The message names the file.
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'CAM file {path} not found; write CAMs with tools/test.py '
+                                'CONFIG CHECKPOINT --out DIR and pass that DIR as --cams.')
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = {'keys', 'cams'} - set(data.files)
+            if missing:
+                raise CamFileError(f'CAM file {path} lacks array(s) {sorted(missing)} '
+                                   f'(has {sorted(data.files)}); expected keys and cams.')
+            keys = np.asarray(data['keys'])
+            cams = np.asarray(data['cams'], dtype=np.float32)
+    except CamFileError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise CamFileError(f'cannot read CAM file {path}: {e}; delete it and rerun tools/test.py '
+                           '(it skips files that exist).') from e
+    if keys.ndim != 1 or not np.issubdtype(keys.dtype, np.integer):
+        raise CamFileError(f'CAM file {path}: keys must be a 1-D integer array, '
+                           f'got {keys.dtype} {keys.shape}')
+    keys = keys.astype(np.int64)
+    if cams.ndim != 3 or cams.shape[0] != keys.shape[0]:
+        raise CamFileError(f'CAM file {path}: cams must be (K, H, W) with K = {len(keys)}, '
+                           f'got {cams.shape}')
+    if len(np.unique(keys)) != len(keys) or (keys < 0).any():
+        raise CamFileError(f'CAM file {path}: keys must be unique non-negative class indices, '
+                           f'got {keys.tolist()}')
+    if not np.isfinite(cams).all():
+        raise CamFileError(f'CAM file {path}: cams contain NaN or inf')
+    return keys, cams

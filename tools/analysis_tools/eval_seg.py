@@ -1,0 +1,54 @@
+"""Score a folder of label PNGs (predictions / pseudo-labels) against ground truth.
+
+Example::
+
+    python tools/analysis_tools/eval_seg.py work_dirs/s2c_voc/pl_crf \\
+        --gt data/VOCdevkit/VOC2012/SegmentationClass \\
+        --split data/VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt --json pl_crf.json
+
+Counts like mmsegmentation's IoUMetric (predictions of 255 count as misses). Exit status 0
+when every listed image was scored, 1 when some were missing or invalid (listed; the rest
+is still scored), 2 for bad usage.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from s2c.datasets.voc12 import read_split
+from s2c.evaluation.seg_eval import evaluate_folder, save_eval_json
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('pred_dir', help='folder of <name>.png predictions')
+    p.add_argument('--gt', required=True, help='folder of <name>.png ground truth')
+    p.add_argument('--split', required=True, help='image list file (bare ids or PSA lines)')
+    p.add_argument('--num-classes', type=int, default=21, help='classes incl. background')
+    p.add_argument('--ignore-index', type=int, default=255)
+    p.add_argument('--json', metavar='OUT', help='write scores, per-class table and failures')
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        names = read_split(args.split)
+        result = evaluate_folder(args.pred_dir, args.gt, names, args.num_classes,
+                                 ignore_index=args.ignore_index)
+    except (FileNotFoundError, ValueError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    print(result.table())
+    print(f'mIoU {100 * result.scores["miou"]:.2f} over {result.num_images}/{len(names)} images')
+    if args.json:
+        save_eval_json(result, args.json, pred_dir=args.pred_dir, gt_dir=args.gt,
+                       split=args.split)
+    if not result.ok:
+        print(result.failures.format(), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""CAMs -> pseudo-label PNGs (VOC palette: 0 background, 1..C, 255 ignore).
+
+Examples::
+
+    python tools/make_pseudo_labels.py configs/s2c_voc.py --cams work_dirs/s2c_voc/cams \\
+        --out work_dirs/s2c_voc/pl_crf --method crf --alpha 10
+    python tools/make_pseudo_labels.py configs/s2c_voc.py --cams DIR --out DIR \\
+        --method threshold --bg-threshold-from work_dirs/s2c_voc/cam_eval.json
+
+Exit status: 0 all written (or skipped), 1 some images failed (listed), 2 bad usage or a
+method that is not available yet.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from mmengine.config import Config
+
+from s2c.cam import (
+    LABEL_METHODS,
+    CRFParams,
+    MethodUnavailableError,
+    dataset_paths,
+    make_pseudo_labels,
+    read_bg_threshold,
+)
+from s2c.datasets.voc12 import read_split
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('config', help='config whose train_dataloader.dataset gives data_root, '
+                   'ann_file, img_dir, img_suffix')
+    p.add_argument('--cams', required=True, help='folder of <name>.npz CAM files (tools/test.py)')
+    p.add_argument('--out', required=True, help='output folder for <name>.png')
+    p.add_argument('--method', required=True, choices=sorted(LABEL_METHODS))
+    p.add_argument('--split', help='split name (ImageSets/Segmentation/NAME.txt) or a list file; '
+                   'default: the config\'s ann_file')
+    p.add_argument('--data-root', help='override the config\'s data_root')
+    p.add_argument('--img-dir', help='override the image folder')
+    thr = p.add_mutually_exclusive_group()
+    thr.add_argument('--bg-threshold', type=float, help='background score (threshold, se_merge)')
+    thr.add_argument('--bg-threshold-from', metavar='JSON',
+                     help='read the searched threshold from the JSON of tools/test.py')
+    p.add_argument('--alpha', type=float, default=CRFParams.alpha,
+                   help='CRF background exponent (official 6/10/24; default %(default)s)')
+    p.add_argument('--crf-iterations', type=int, default=CRFParams.iterations)
+    p.add_argument('--ignore-below', type=float, metavar='P',
+                   help='mark pixels whose score (CAM value / CRF probability / segment '
+                   'purity, see s2c.cam.pseudo_labels) is below P as 255')
+    p.add_argument('--se-dir', help='SE map folder (se_merge)')
+    p.add_argument('--cls-labels', help='PSA-style cls_labels.npy: CAM classes must be present')
+    p.add_argument('--num-classes', type=int, default=20, help='foreground classes (VOC 20)')
+    p.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1))
+    p.add_argument('--overwrite', action='store_true', help='rewrite existing outputs')
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    unavailable = LABEL_METHODS[args.method].unavailable
+    if unavailable:
+        print(f'error: {unavailable}', file=sys.stderr)
+        return 2
+    try:
+        cfg = Config.fromfile(args.config)
+        paths = dataset_paths(cfg.get('train_dataloader', {}).get('dataset', {}),
+                              split=args.split, data_root=args.data_root, img_dir=args.img_dir)
+        names = read_split(paths.split_file)
+        bg = read_bg_threshold(args.bg_threshold_from) if args.bg_threshold_from else \
+            args.bg_threshold
+        crf = CRFParams(alpha=args.alpha, iterations=args.crf_iterations)
+        summary = make_pseudo_labels(
+            args.cams, args.out, names, args.method, img_dir=paths.img_dir,
+            img_suffix=paths.img_suffix, se_dir=args.se_dir, num_classes=args.num_classes,
+            bg_threshold=bg, crf_params=crf, ignore_below=args.ignore_below,
+            workers=args.workers, overwrite=args.overwrite, cls_labels=args.cls_labels)
+    except (MethodUnavailableError, ValueError, FileNotFoundError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    print(summary.format())
+    return 0 if summary.ok else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
