@@ -1,0 +1,124 @@
+"""SAM-segment contrasting (SSC), S2C section 3.2 / official ``model_s2c.py`` lines 327-343.
+
+Every pixel feature is pulled towards the prototype of the SAM segment it
+lies in and pushed from the prototypes of the other segments of the same
+image::
+
+    f_p     = normalize(upsample(feat)_p)                  (B, D, H, W) -> unit vectors
+    proto_k = normalize(mean_{p in segment k} stopgrad(f_p))
+    loss    = mean_p CE(T * [<f_p, proto_1>, ..., <f_p, proto_K>], seg(p))
+
+over the covered pixels (SE map > 0) of images with at least
+``min_segments`` segments. Prototypes are means of **detached** features
+(official ``torch_scatter.scatter_mean(feat.detach(), ...)``), so no gradient
+reaches them; ``T`` multiplies the cosine (official ``pred_ssc * self.T``, T = 1).
+
+``negatives='official'`` reproduces two quirks of the official code: the
+mean of the *uncovered* pixels (SE id 0) is a prototype in the softmax, and
+ids that exist in another image of the batch but not in this one add a
+logit of 0 (zero prototype) to the softmax. ``'segments'`` (default) uses
+exactly the segments of the pixel's own image, as the paper describes.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from s2c.registry import MODELS
+
+
+def segment_prototypes(feat: torch.Tensor, se_map: torch.Tensor) -> tuple[torch.Tensor,
+                                                                          torch.Tensor]:
+    """Per-image segment means, padded to the batch's largest id.
+
+    Args:
+        feat: ``(B, D, H, W)`` features (used as given; detach before if needed).
+        se_map: ``(B, H, W)`` int64 ids ``0..K_b`` (0 = uncovered).
+
+    Returns:
+        tuple: ``protos`` ``(B, K + 1, D)`` means (slot 0 = uncovered pixels,
+        zero where an id has no pixel) and ``counts`` ``(B, K + 1)`` pixel counts,
+        ``K = se_map.max()``. Vectorised with ``index_add_`` (no loop over segments).
+    """
+    b, d = feat.shape[:2]
+    k = int(se_map.max().item()) if se_map.numel() else 0
+    slots = k + 1
+    index = (se_map + slots * torch.arange(b, device=se_map.device).view(b, 1, 1)).flatten()
+    flat = feat.permute(0, 2, 3, 1).reshape(-1, d)
+    sums = torch.zeros(b * slots, d, dtype=feat.dtype, device=feat.device)
+    sums.index_add_(0, index, flat)
+    counts = torch.bincount(index, minlength=b * slots).to(feat.dtype)
+    protos = sums / counts.clamp(min=1).unsqueeze(1)
+    return protos.view(b, slots, d), counts.view(b, slots)
+
+
+@MODELS.register_module()
+class SSCLoss(nn.Module):
+    """SAM-segment contrasting loss (``loss_ssc``).
+
+    Args:
+        temperature: Multiplier of the cosine logits (official ``T`` = 1).
+        loss_weight: Loss weight (S2C: 1).
+        min_segments: Images with fewer segments in the crop contribute nothing.
+        negatives: ``'segments'`` (paper, default) or ``'official'`` (see module doc).
+    """
+
+    def __init__(self, temperature: float = 1.0, loss_weight: float = 1.0,
+                 min_segments: int = 2, negatives: str = 'segments') -> None:
+        super().__init__()
+        if negatives not in ('segments', 'official'):
+            raise ValueError(f"negatives must be 'segments' or 'official', got {negatives!r}")
+        self.temperature = temperature
+        self.loss_weight = loss_weight
+        self.min_segments = min_segments
+        self.negatives = negatives
+
+    def forward(self, feat: torch.Tensor, data_samples: Sequence[dict] | torch.Tensor,
+                crop_size: Sequence[int] | None = None) -> torch.Tensor:
+        """Compute the loss.
+
+        Args:
+            feat: ``(B, D, h, w)`` features (``feat`` after fc8 + ReLU).
+            data_samples: Per-image dicts holding ``se_map`` ``(H, W)`` int64
+                (0 = uncovered/padding, 1..K), or the stacked ``(B, H, W)`` maps.
+            crop_size: ``(H, W)``; default the SE maps' size.
+
+        Returns:
+            torch.Tensor: Scalar loss (0 with a graph when nothing qualifies).
+
+        Raises:
+            KeyError: When a data sample has no ``se_map`` (SE maps not loaded).
+        """
+        if isinstance(data_samples, torch.Tensor):
+            se = data_samples.long()
+        else:
+            if any('se_map' not in s for s in data_samples):
+                raise KeyError('SSC needs SE maps: add LoadSEMap to the training pipeline and '
+                               'se_map_dir to the dataset (see configs/s2c_voc.py)')
+            se = torch.stack([s['se_map'] for s in data_samples]).long()
+        se = se.to(feat.device)
+        size = tuple(crop_size) if crop_size is not None else tuple(se.shape[-2:])
+        feat = F.interpolate(feat, size=size, mode='bilinear', align_corners=False)
+        feat = F.normalize(feat, dim=1)
+        protos, counts = segment_prototypes(feat.detach(), se)
+        protos = F.normalize(protos, dim=2)
+        b, slots = counts.shape
+        present = counts > 0
+        num_segments = present[:, 1:].sum(dim=1)
+        keep_image = num_segments >= self.min_segments
+        target = se.clone()
+        target[~keep_image] = 0
+        if not bool((target > 0).any()):
+            return feat.sum() * 0.0
+        logits = torch.einsum('bdhw,bkd->bkhw', feat, protos) * self.temperature
+        if self.negatives == 'segments':
+            allowed = present.clone()
+            allowed[:, 0] = False
+            logits = logits.masked_fill(~allowed.view(b, slots, 1, 1), float('-inf'))
+        # uncovered pixels (id 0) are ignored as targets
+        target = target.masked_fill(target == 0, -100)
+        loss = F.cross_entropy(logits, target, ignore_index=-100)
+        return self.loss_weight * loss

@@ -1,0 +1,38 @@
+"""Peak finder on synthetic CAMs: global max kept, border, min distance, threshold."""
+import numpy as np
+
+from s2c.cam.peaks import find_peaks
+
+
+def _blob(h, w, cy, cx, amp, sigma=3.0):
+    yy, xx = np.mgrid[0:h, 0:w]
+    return amp * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma ** 2))
+
+
+def test_global_max_first_and_local_maxima_above_tau():
+    cam = _blob(100, 100, 30, 30, 1.0) + _blob(100, 100, 70, 70, 0.8) \
+        + _blob(100, 100, 30, 75, 0.4)  # 0.4 < tau
+    peaks = find_peaks(cam, threshold=0.5, min_distance=20)
+    assert peaks.tolist() == [[30, 30], [70, 70]]
+
+
+def test_min_distance_suppresses_close_peaks():
+    cam = _blob(100, 100, 50, 40, 1.0) + _blob(100, 100, 50, 55, 0.9)  # 15 px apart
+    assert find_peaks(cam, min_distance=20).tolist() == [[50, 40]]
+    assert find_peaks(cam, min_distance=10).tolist() == [[50, 40], [50, 55]]
+
+
+def test_border_peaks_excluded_but_global_max_kept():
+    cam = _blob(100, 100, 5, 50, 1.0) + _blob(100, 100, 60, 60, 0.9) \
+        + _blob(100, 100, 95, 20, 0.95)
+    peaks = find_peaks(cam, threshold=0.5, min_distance=20)
+    # the global max lies in the border (kept); the border blob at row 95 is not a local peak;
+    # the interior peak survives (the official code would drop it as "first local max")
+    assert peaks.tolist() == [[5, 50], [60, 60]]
+
+
+def test_flat_or_weak_cam_still_gives_its_maximum():
+    cam = np.zeros((40, 40), np.float32)
+    cam[12, 17] = 0.2
+    assert find_peaks(cam).tolist() == [[12, 17]]
+    assert find_peaks(np.zeros((8, 8))).tolist() == [[0, 0]]

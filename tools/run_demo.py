@@ -1,0 +1,27 @@
+"""The embedded demo (`make demo`): generate the synthetic dataset, train, report mIoU.
+
+Usage:
+    python tools/run_demo.py [--work-root work_dirs] [--data-root data/demo]
+"""
+import argparse
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from s2c.apis.demo import run_demo  # noqa: E402
+
+DEMO_CONFIGS = {'CAM baseline (configs/cam_demo.py)': 'configs/cam_demo.py'}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--work-root', default='work_dirs')
+    parser.add_argument('--data-root', default='data/demo')
+    args = parser.parse_args(argv)
+    run_demo(DEMO_CONFIGS, work_root=args.work_root, data_root=args.data_root)
+
+
+if __name__ == '__main__':
+    main()
