@@ -77,10 +77,10 @@ def run_cam_inference(cfg: Config, checkpoint: str, *, split: str = 'train',
         out_dir = osp.join(work_dir, f'cams_{osp.splitext(osp.basename(list_file))[0]}')
     os.makedirs(out_dir, exist_ok=True)
     model = build_classifier(cfg, checkpoint, device)
-    img_dir = ds.get('img_dir', 'JPEGImages')
-    summary = infer_cam_dir(model, names, img_dir if osp.isabs(img_dir) else osp.join(root, img_dir),
-                            labels, out_dir, img_suffix=ds.get('img_suffix', '.jpg'),
-                            scales=scales, flip=flip, overwrite=overwrite)
+    img_dir = osp.join(root, ds.get('img_dir', 'JPEGImages'))  # join keeps absolute paths
+    summary = infer_cam_dir(model, names, img_dir, labels, out_dir,
+                            img_suffix=ds.get('img_suffix', '.jpg'), scales=scales, flip=flip,
+                            overwrite=overwrite)
     summary['out_dir'] = out_dir
     gt_dir = osp.join(root, ds.get('seg_dir') or 'SegmentationClass')
     if evaluate and osp.isdir(gt_dir):
