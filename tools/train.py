@@ -41,7 +41,13 @@ def main(argv=None):
     cfg = build_train_config(args.config, work_dir=args.work_dir, resume=args.resume,
                              amp=args.amp, cfg_options=args.cfg_options,
                              launcher=args.launcher, data_root=args.data_root)
-    train(cfg)
+    cache_args = []
+    if args.data_root:
+        cache_args.append(f'--data-root {args.data_root}')
+    if args.cfg_options:
+        cache_args.append('--cfg-options ' + ' '.join(
+            f'{k}={v}' for k, v in args.cfg_options.items()))
+    train(cfg, cache_cli_args=' '.join(cache_args))
 
 
 if __name__ == '__main__':

@@ -22,6 +22,32 @@ def set_data_root(cfg: Config, data_root: str) -> None:
             loader['dataset']['data_root'] = data_root
 
 
+def resolve_sam_settings(cfg: Config) -> None:
+    """Fill the ``'auto'`` SAM-related values of a config in place.
+
+    - ``train_dataloader.dataset.se_map_dir == 'auto'`` -> the SE-map cache folder
+      of ``cfg.se_maps`` / ``cfg.sam`` (:func:`s2c.sam.cache_layout.se_map_cache_dir`);
+    - ``model.cpm.embedding_dir == 'auto'`` -> the embedding cache folder
+      (:func:`s2c.sam.cache_layout.embedding_cache_dir`);
+    - ``model.cpm.backend`` gets ``model_type``/``checkpoint``/``device`` from ``cfg.sam``
+      unless it sets them itself.
+    """
+    from s2c.sam.cache_layout import embedding_cache_dir, se_map_cache_dir
+    dataset = cfg.get('train_dataloader', {}).get('dataset', {})
+    data_root = dataset.get('data_root', '')
+    if dataset.get('se_map_dir') == 'auto':
+        dataset['se_map_dir'] = osp.abspath(se_map_cache_dir(data_root, cfg.se_maps, cfg.get('sam')))
+    cpm = cfg.get('model', {}).get('cpm')
+    if cpm:
+        backend = cpm.setdefault('backend', dict(type='sam'))
+        for key in ('model_type', 'checkpoint', 'device'):
+            if key not in backend and cfg.get('sam') is not None and key in cfg.sam:
+                backend[key] = cfg.sam[key]
+        if cpm.get('embedding_dir') == 'auto':
+            cpm['embedding_dir'] = osp.abspath(embedding_cache_dir(
+                data_root, cfg.sam, cfg.get('sam_embeddings', {})))
+
+
 def build_train_config(config: str, *, work_dir: str | None = None,
                        resume: str | bool | None = None, amp: bool = False,
                        cfg_options: dict | None = None, launcher: str = 'none',
@@ -53,6 +79,7 @@ def build_train_config(config: str, *, work_dir: str | None = None,
         cfg.merge_from_dict(cfg_options)
     if data_root is not None:
         set_data_root(cfg, data_root)
+    resolve_sam_settings(cfg)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:

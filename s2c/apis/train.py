@@ -8,7 +8,7 @@ from s2c.engine import WeightsOnlyCheckpointHook, check_caches
 from s2c.registry import RUNNERS
 
 
-def train(cfg: Config) -> Runner:
+def train(cfg: Config, cache_cli_args: str = '') -> Runner:
     """Build the runner from ``cfg`` and train.
 
     Before the first iteration, configs that need SAM caches are checked by
@@ -17,11 +17,13 @@ def train(cfg: Config) -> Runner:
 
     Args:
         cfg: A config from :func:`~s2c.apis.build_train_config`.
+        cache_cli_args: Arguments repeated in the cache-building command of a
+            missing-cache error (``--data-root ...``, ``--cfg-options ...``).
 
     Returns:
         Runner: The runner after training (``runner.iter``, ``runner.message_hub``...).
     """
-    check_caches(cfg)
+    check_caches(cfg, cache_cli_args)
     hooks = list(cfg.get('custom_hooks') or [])
     if not any(h.get('type') in ('WeightsOnlyCheckpointHook', WeightsOnlyCheckpointHook)
                for h in hooks):

@@ -141,3 +141,35 @@ def save_json(path: str, data: dict) -> None:
     from s2c.utils import atomic_write
     with atomic_write(path) as tmp, open(tmp, 'w') as f:
         json.dump(data, f, indent=2)
+
+
+@torch.no_grad()
+def batch_multiscale_cams(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+                          scales: Sequence[float] = (0.5, 1.0, 1.5, 2.0)) -> torch.Tensor:
+    """Normalised multi-scale CAMs of a training batch (CPM step 1, official ``model_s2c.py``).
+
+    The normalised crop batch is resized with ``F.interpolate(bilinear,
+    align_corners=True)`` per scale; each raw CAM is upsampled (bilinear) to
+    the crop size and ReLU'd; the scales are summed, multiplied by the labels
+    and divided by the per-class maximum (+1e-5). No flips (as in the official CPM).
+
+    Args:
+        model: The classifier (call it in eval mode).
+        inputs: ``(B, 3, H, W)`` normalised crops.
+        labels: ``(B, C)`` multi-hot labels.
+        scales: Resize factors (S2C: 0.5, 1, 1.5, 2).
+
+    Returns:
+        torch.Tensor: ``(B, C, H, W)`` CAMs in [0, 1), zero for absent classes.
+    """
+    h, w = inputs.shape[-2:]
+    total = None
+    for s in scales:
+        x = inputs if s == 1 else F.interpolate(inputs, scale_factor=s, mode='bilinear',
+                                                align_corners=True)
+        cam = model(x, mode='tensor')['cam']
+        cam = F.relu(F.interpolate(cam, size=(h, w), mode='bilinear', align_corners=False))
+        total = cam if total is None else total + cam
+    total = total * labels[:, :, None, None]
+    peak = total.flatten(2).max(dim=2).values[:, :, None, None]
+    return total / (peak + 1e-5)

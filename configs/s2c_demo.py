@@ -1,0 +1,30 @@
+# CPU demo of S2C on the synthetic dataset (tools/make_demo_data.py); `make demo` runs it.
+# HONEST NOTE: no SAM weights can be downloaded here, so
+#   - SE maps (SSC) come from Felzenszwalb superpixels (scikit-image), a cheap stand-in for SAM's
+#     segment-everything masks;
+#   - CPM uses the 'tiny' SAM (2 ViT blocks, 256 px) with RANDOM weights: its masks carry no
+#     knowledge, so loss_cpm here only exercises the code path (with a small weight).
+# Everything else is the code path of configs/s2c_voc.py (caches, geometry, batched decoding).
+_base_ = ['./cam_demo.py', './_base_/sam/sam_tiny.py']
+
+sam = dict(device='cpu')
+se_maps = dict(provider=dict(_delete_=True, type='felzenszwalb'))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadSEMap'),
+    dict(type='RandomRescaleLongSide', min_long=112, max_long=176),
+    dict(type='RandomHorizontalFlip', prob=0.5),
+    dict(type='ColorJitter', brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, prob=0.8),
+    dict(type='Normalize'),
+    dict(type='RandomCrop', crop_size=128),
+    dict(type='PackClsInputs'),
+]
+train_dataloader = dict(dataset=dict(se_map_dir='auto', pipeline=train_pipeline))
+
+model = dict(
+    ssc=dict(type='SSCLoss', temperature=1.0, loss_weight=1.0),
+    cpm=dict(type='CPM', backend=dict(type='sam'), embedding_source='cached',
+             embedding_dir='auto', scales=(0.5, 1.0, 1.5, 2.0), peak_threshold=0.5,
+             min_distance=20, filter_size=3, selection='index2',
+             confidence='logit_x_meancam', start_epoch=2, loss_weight=0.1))

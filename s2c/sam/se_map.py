@@ -1,0 +1,179 @@
+"""SE maps: one label map per image composed from overlapping masks, as uint16 PNG.
+
+An SE ("segment everything") map is an ``(H, W)`` uint16 array at the
+original image resolution: 0 = no segment, 1..K = segments (contiguous).
+S2C's SSC loss pulls the features of each segment towards its prototype.
+
+Overlap rules (DESIGN.md section 3):
+
+- ``'smallest_on_top'`` (paper, default): masks are painted from the largest
+  to the smallest area, so a smaller segment wins where masks overlap; equal
+  areas: the higher predicted IoU (earlier in generator order) on top.
+- ``'highest_iou_on_top'`` (official code, sangrockEG/S2C ``get_se_map.py``,
+  which paints ``reversed(masks)``): masks are painted from the lowest to
+  the highest predicted IoU (stable; without IoUs, in reversed list order).
+  The generator lists masks by descending predicted IoU within a crop, so
+  with ``crop_n_layers=0`` this is exactly the official order.
+
+After painting, the ids still visible are renumbered ``1..K`` in painting
+order (so a fully covered mask disappears and the top-most painted visible
+segment has the largest id). More than 65,535 visible segments is an error.
+The official code stores int64 ``.npy`` and its loader casts to uint8, which
+wraps ids above 255; here ids are never wrapped.
+"""
+from __future__ import annotations
+
+import os.path as osp
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from s2c.utils import atomic_write
+
+OVERLAP_RULES = ('smallest_on_top', 'highest_iou_on_top')
+MAX_SEGMENTS = np.iinfo(np.uint16).max  # 65,535
+
+
+def check_overlap_rule(overlap: str) -> str:
+    """Return ``overlap`` if it is a known rule, else raise ``ValueError``."""
+    if overlap not in OVERLAP_RULES:
+        raise ValueError(f'unknown SE map overlap rule {overlap!r}; choose one of {OVERLAP_RULES}')
+    return overlap
+
+
+def paint_order(areas: np.ndarray, predicted_iou: np.ndarray | None, overlap: str) -> np.ndarray:
+    """Indices of the masks in painting order (bottom first, top last).
+
+    Args:
+        areas: ``(N,)`` mask areas in pixels.
+        predicted_iou: ``(N,)`` predicted IoUs, or None (use the list order as
+            descending quality, i.e. the generator's order).
+        overlap: One of :data:`OVERLAP_RULES`.
+
+    Returns:
+        np.ndarray: ``(N,)`` int64 permutation.
+    """
+    check_overlap_rule(overlap)
+    n = len(areas)
+    # Rank 0 = best quality (painted last among equals).
+    rank = (np.arange(n) if predicted_iou is None else
+            np.argsort(-np.asarray(predicted_iou, dtype=np.float64), kind='stable'))
+    quality = np.empty(n, dtype=np.int64)
+    quality[rank] = np.arange(n)
+    if overlap == 'highest_iou_on_top':
+        return np.argsort(-quality, kind='stable')
+    # Largest area first; ties: worse quality first so the better one is on top.
+    return np.lexsort((-quality, -np.asarray(areas, dtype=np.int64)))
+
+
+def renumber_se_map(labels: np.ndarray) -> np.ndarray:
+    """Renumber the non-zero ids of a label map to ``1..K`` keeping their order.
+
+    Args:
+        labels: ``(H, W)`` non-negative integer map (0 = no segment).
+
+    Returns:
+        np.ndarray: ``(H, W)`` uint16.
+
+    Raises:
+        ValueError: Negative ids, or more than 65,535 distinct segments.
+    """
+    labels = np.asarray(labels)
+    if labels.size and labels.min() < 0:
+        raise ValueError(f'SE map ids must be >= 0, got min {labels.min()}')
+    ids, inverse = np.unique(labels, return_inverse=True)
+    k = int((ids != 0).sum())
+    if k > MAX_SEGMENTS:
+        raise ValueError(f'{k} segments do not fit a uint16 SE map (at most {MAX_SEGMENTS}); '
+                         'lower the number of masks (e.g. raise pred_iou_thresh).')
+    new_ids = np.arange(len(ids), dtype=np.int64) + (0 if ids[0] == 0 else 1)
+    return new_ids[inverse.reshape(labels.shape)].astype(np.uint16)
+
+
+def compose_se_map(masks: np.ndarray | Sequence[np.ndarray],
+                   predicted_iou: np.ndarray | Sequence[float] | None = None,
+                   overlap: str = 'smallest_on_top',
+                   image_size: Sequence[int] | None = None) -> np.ndarray:
+    """Paint masks into one SE map.
+
+    Args:
+        masks: ``(N, H, W)`` bool masks (original frame), in generator order.
+        predicted_iou: ``(N,)`` predicted IoUs (None: list order = descending).
+        overlap: ``'smallest_on_top'`` (paper) or ``'highest_iou_on_top'``
+            (official code). See the module docstring.
+        image_size: ``(H, W)``; required when ``masks`` is empty.
+
+    Returns:
+        np.ndarray: ``(H, W)`` uint16, 0 = no segment, 1..K contiguous.
+
+    Raises:
+        ValueError: Unknown rule, inconsistent shapes, or > 65,535 visible segments.
+    """
+    check_overlap_rule(overlap)
+    if len(masks) == 0:
+        if image_size is None:
+            raise ValueError('image_size is needed to compose an SE map from no masks')
+        return np.zeros(tuple(int(s) for s in image_size), dtype=np.uint16)
+    masks = np.asarray(masks, dtype=bool)
+    if masks.ndim != 3:
+        raise ValueError(f'masks must be (N, H, W), got shape {masks.shape}')
+    if image_size is not None and tuple(masks.shape[1:]) != tuple(int(s) for s in image_size):
+        raise ValueError(f'masks are {masks.shape[1:]} but image_size is {tuple(image_size)}')
+    if predicted_iou is not None and len(predicted_iou) != len(masks):
+        raise ValueError(f'{len(masks)} masks but {len(predicted_iou)} predicted IoUs')
+    areas = masks.reshape(len(masks), -1).sum(axis=1)
+    canvas = np.zeros(masks.shape[1:], dtype=np.int32)
+    for step, idx in enumerate(paint_order(areas, predicted_iou, overlap), start=1):
+        canvas[masks[idx]] = step
+    return renumber_se_map(canvas)
+
+
+def save_se_map(path: str, se_map: np.ndarray) -> None:
+    """Write an SE map as a 16-bit grayscale PNG, atomically (temp file + rename).
+
+    Args:
+        path: Destination ``.png``.
+        se_map: ``(H, W)`` integer map with values in ``[0, 65535]``.
+
+    Raises:
+        ValueError: Not 2-D, not integer, or values outside ``[0, 65535]``.
+        OSError: When the PNG cannot be written.
+    """
+    se_map = np.asarray(se_map)
+    if se_map.ndim != 2 or not np.issubdtype(se_map.dtype, np.integer):
+        raise ValueError(f'SE map for {path} must be a 2-D integer array, got '
+                         f'{se_map.dtype} {se_map.shape}')
+    if se_map.size and (se_map.min() < 0 or se_map.max() > MAX_SEGMENTS):
+        raise ValueError(f'SE map for {path} has ids outside [0, {MAX_SEGMENTS}]: '
+                         f'[{se_map.min()}, {se_map.max()}]')
+    with atomic_write(path) as tmp:
+        if not cv2.imwrite(tmp, se_map.astype(np.uint16)):
+            raise OSError(f'could not write SE map {path} (OpenCV imwrite failed)')
+
+
+def load_se_map(path: str) -> np.ndarray:
+    """Read an SE map PNG written by :func:`save_se_map`.
+
+    Args:
+        path: The ``.png`` file.
+
+    Returns:
+        np.ndarray: ``(H, W)`` uint16 (0 = no segment).
+
+    Raises:
+        FileNotFoundError: When the file does not exist.
+        ValueError: When it is not a readable single-channel 8/16-bit PNG
+            (the message names the file; delete it and re-run the SE map job).
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'SE map {path} does not exist; run tools/cache_se_maps.py')
+    se_map = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if se_map is None:
+        raise ValueError(f'cannot read SE map {path} (corrupt or not an image); delete it and '
+                         're-run tools/cache_se_maps.py')
+    if se_map.ndim != 2 or se_map.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f'SE map {path} must be a single-channel 8/16-bit PNG, got '
+                         f'{se_map.dtype} {se_map.shape}; delete it and re-run '
+                         'tools/cache_se_maps.py')
+    return se_map.astype(np.uint16, copy=False)

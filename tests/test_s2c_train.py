@@ -1,0 +1,81 @@
+"""The S2C objective end to end: demo config (10 iterations) and the real VOC samples."""
+import os.path as osp
+
+import numpy as np
+import pytest
+
+from s2c.apis import build_train_config, train
+from s2c.engine import MissingCacheError
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+FAST = {'train_dataloader.batch_size': 3, 'train_dataloader.num_workers': 0,
+        'train_dataloader.persistent_workers': False, 'val_dataloader.num_workers': 0,
+        'val_dataloader.persistent_workers': False, 'default_hooks.logger.interval': 1,
+        'model.backbone.width': 0.0625, 'model.feat_dim': 16}
+
+
+def _build_caches(cfg, **kw):
+    from s2c.sam.cache_jobs import run_embedding_job, run_se_map_job
+    assert run_se_map_job(cfg, progress=False, num_workers=0, **kw).ok
+    assert run_embedding_job(cfg, progress=False, num_workers=0, **kw).ok
+
+
+def test_missing_cache_stops_before_training_with_command(demo_root, tmp_path):
+    cfg = build_train_config(osp.join(REPO, 'configs/s2c_demo.py'), work_dir=str(tmp_path),
+                             data_root=demo_root,
+                             cfg_options={'se_maps.root': str(tmp_path / 'none')})
+    with pytest.raises(MissingCacheError, match=r'python tools/cache_se_maps.py .*s2c_demo.py '
+                                                r'--data-root'):
+        train(cfg, cache_cli_args=f'--data-root {demo_root}')
+
+
+def test_ten_iterations_with_all_three_losses(demo_root, tmp_path):
+    options = dict(FAST, **{'train_cfg.max_epochs': 2, 'train_cfg.val_interval': 2,
+                            'param_scheduler.0.end': 2, 'model.cpm.start_epoch': 0,
+                            'se_maps.root': str(tmp_path / 'se'),
+                            'sam_embeddings.root': str(tmp_path / 'emb')})
+    cfg = build_train_config(osp.join(REPO, 'configs/s2c_demo.py'), work_dir=str(tmp_path),
+                             data_root=demo_root, cfg_options=options)
+    _build_caches(cfg)
+    runner = train(cfg)
+    assert runner.iter == 10
+    for key in ('loss_cls', 'loss_ssc', 'loss_cpm'):
+        history = runner.message_hub.get_scalar(f'train/{key}').data[0]
+        assert len(history) == 10, key
+        assert np.isfinite(history).all() and (history > 0).all(), (key, history)
+    assert 0 <= runner.message_hub.get_scalar('val/cam/mIoU').current() <= 100
+
+
+def test_cpm_waits_for_its_start_epoch(demo_root, tmp_path):
+    options = dict(FAST, **{'train_cfg.max_epochs': 2, 'train_cfg.val_interval': 2,
+                            'param_scheduler.0.end': 2, 'model.cpm.start_epoch': 1,
+                            'se_maps.root': str(tmp_path / 'se'),
+                            'sam_embeddings.root': str(tmp_path / 'emb')})
+    cfg = build_train_config(osp.join(REPO, 'configs/s2c_demo.py'), work_dir=str(tmp_path),
+                             data_root=demo_root, cfg_options=options)
+    _build_caches(cfg)
+    runner = train(cfg)
+    history = runner.message_hub.get_scalar('train/loss_cpm').data[0]
+    assert len(history) == 5  # logged only once CPM is on (epoch 1: iterations 6-10)
+
+
+def test_s2c_voc_on_real_samples_with_tiny_sam(voc_samples_root, voc_samples_labels, tmp_path):
+    options = dict(FAST, **{
+        'train_dataloader.dataset.ann_file': 'ImageSets/Segmentation/train.txt',
+        'train_dataloader.dataset.cls_labels': voc_samples_labels,
+        'val_dataloader.dataset.ann_file': 'ImageSets/Segmentation/val.txt',
+        'val_dataloader.dataset.cls_labels': voc_samples_labels,
+        'model.backbone.pretrained': None, 'train_cfg.max_epochs': 1,
+        'train_cfg.val_interval': 1, 'param_scheduler.0.end': 1, 'model.cpm.start_epoch': 0,
+        'sam.model_type': 'tiny', 'sam.checkpoint': None, 'sam.device': 'cpu',
+        'se_maps.provider.points_per_side': 4, 'se_maps.provider.pred_iou_thresh': 0.0,
+        'se_maps.provider.stability_score_thresh': 0.0,
+        'se_maps.root': str(tmp_path / 'se'), 'sam_embeddings.root': str(tmp_path / 'emb')})
+    cfg = build_train_config(osp.join(REPO, 'configs/s2c_voc.py'), work_dir=str(tmp_path / 'w'),
+                             data_root=voc_samples_root, cfg_options=options)
+    assert cfg.model.cpm.backend.model_type == 'tiny'
+    _build_caches(cfg, split='train')
+    runner = train(cfg)
+    assert runner.iter == 3  # 10 images, batch 3, drop_last
+    for key in ('loss_cls', 'loss_ssc', 'loss_cpm'):
+        assert np.isfinite(runner.message_hub.get_scalar(f'train/{key}').current())

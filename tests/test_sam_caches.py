@@ -1,0 +1,479 @@
+"""SAM caches: layout/tags, manifest refusal, resume after a crash, sharding, corrupt
+images, --verify, the embedding record round trip and both jobs end to end (tiny SAM)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from PIL import Image
+
+from s2c.sam import cache_jobs, cache_layout
+from s2c.sam.cache_jobs import (
+    ManifestMismatchError,
+    parse_shard,
+    prepare_cache_dir,
+    run_embedding_job,
+    run_se_map_job,
+    select_names,
+    shard_names,
+)
+from s2c.sam.embedding_cache import (
+    RECORD_PREFIX_BYTES,
+    SamEmbeddingCache,
+    check_entry,
+    entry_dtype,
+    load_entry,
+    read_entry_header,
+    save_entry,
+)
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+VOC_SAMPLES = '/work/shared/data/voc12_samples/VOCdevkit/VOC2012'
+if not osp.isdir(VOC_SAMPLES):
+    VOC_SAMPLES = osp.join(REPO, '..', 'shared', 'data', 'voc12_samples', 'VOCdevkit', 'VOC2012')
+
+# Sizes (H, W) of the synthetic images; the SAM resize of the longest side to 256 px
+# gives input_size (h, w) = round(H * 256 / max(H, W)), round(W * 256 / max(H, W)).
+SIZES = [(40, 56), (48, 48), (64, 32), (30, 45), (50, 40), (36, 60), (44, 52)]
+EXPECTED_INPUT = [(183, 256), (256, 256), (256, 128), (171, 256), (256, 205), (154, 256),
+                  (217, 256)]
+
+
+def make_dataset(root: str, n: int = len(SIZES)) -> list[str]:
+    """Write ``n`` random JPEGs and ImageSets/Segmentation/train.txt under ``root``."""
+    rng = np.random.default_rng(0)
+    os.makedirs(osp.join(root, 'JPEGImages'), exist_ok=True)
+    os.makedirs(osp.join(root, 'ImageSets', 'Segmentation'), exist_ok=True)
+    names = [f'img_{i:02d}' for i in range(n)]
+    for name, (h, w) in zip(names, SIZES * (n // len(SIZES) + 1)):
+        # blocky image so that felzenszwalb finds a few segments
+        small = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+        img = np.kron(small, np.ones((8, 8, 1), np.uint8))[:h, :w]
+        Image.fromarray(img).save(osp.join(root, 'JPEGImages', name + '.jpg'), quality=95)
+    with open(osp.join(root, 'ImageSets', 'Segmentation', 'train.txt'), 'w') as f:
+        f.write('\n'.join(names) + '\n')
+    return names
+
+
+def make_cfg(data_root: str, *, provider: dict | None = None, early: bool = False,
+             ann_file: str = 'ImageSets/Segmentation/train.txt') -> Config:
+    return Config(dict(
+        sam=dict(model_type='tiny', checkpoint=None, device='cpu', autocast_dtype=None),
+        se_maps=dict(provider=provider or dict(type='felzenszwalb', scale=50.0, sigma=0.5,
+                                               min_size=20),
+                     overlap='smallest_on_top', root=None),
+        sam_embeddings=dict(root=None, early_features=early),
+        train_dataloader=dict(dataset=dict(type='VOC12ClsDataset', data_root=data_root,
+                                           ann_file=ann_file, img_dir='JPEGImages',
+                                           img_suffix='.jpg'))))
+
+
+def entries(cache_dir: str, suffix: str) -> list[str]:
+    return sorted(f[:-len(suffix)] for f in os.listdir(cache_dir)
+                  if f.endswith(suffix) and not f.startswith('.'))
+
+
+def tmp_files(cache_dir: str) -> list[str]:
+    return [f for f in os.listdir(cache_dir) if f.startswith('.tmp-')]
+
+
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, osp.join(REPO, 'tools', name + '.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    root = str(tmp_path / 'VOC2012')
+    names = make_dataset(root)
+    return root, names
+
+
+@pytest.fixture(scope='module')
+def tiny_sam():
+    from s2c.sam.build import build_sam
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cache_jobs.RANDOM_INIT_SEED)
+        return build_sam('tiny', None, device='cpu')
+
+
+# ------------------------------------------------------------------ layout / sharding
+
+
+def test_cache_dirs_and_tags(tmp_path):
+    cfg = make_cfg(str(tmp_path))
+    se_dir = cache_layout.se_map_cache_dir('/d', cfg.se_maps, cfg.sam)
+    assert se_dir.startswith('/d/se_maps/felzenszwalb-smallest_on_top-')
+    # the same parameters give the same directory, another parameter another one
+    assert se_dir == cache_layout.se_map_cache_dir('/d', make_cfg('x').se_maps, cfg.sam)
+    other = make_cfg('x', provider=dict(type='felzenszwalb', scale=60.0, sigma=0.5, min_size=20))
+    assert cache_layout.se_map_cache_dir('/d', other.se_maps, cfg.sam) != se_dir
+    # SAM-based providers name the model, and the SAM checkpoint changes the tag
+    amg = dict(provider=dict(type='sam_amg', points_per_side=32), overlap='smallest_on_top')
+    tag_h = cache_layout.se_map_tag(amg, dict(model_type='vit_h', checkpoint='c/sam_vit_h.pth'))
+    tag_b = cache_layout.se_map_tag(amg, dict(model_type='vit_b', checkpoint='c/sam_vit_b.pth'))
+    assert tag_h.startswith('sam_amg-vit_h-smallest_on_top-') and tag_b.startswith('sam_amg-vit_b')
+    emb = cache_layout.embedding_cache_dir('/d', dict(model_type='vit_h',
+                                                      checkpoint='ck/sam_vit_h_4b8939.pth'),
+                                           dict(early_features=True))
+    assert emb.startswith('/d/sam_embeddings/vit_h-sam_vit_h_4b8939-early-')
+    assert cache_layout.embedding_cache_dir('/d', cfg.sam, dict(root='/x/y')) == '/x/y'
+
+
+def test_shard_split_covers_every_image_exactly_once():
+    names = [f'n{i}' for i in range(23)]
+    assert shard_names(names, 1, 4) == ['n1', 'n5', 'n9', 'n13', 'n17', 'n21']
+    for n_shards in (1, 2, 3, 5):
+        for world in (1, 2, 3):
+            parts = [select_names(names, (i, n_shards), r, world)
+                     for i in range(n_shards) for r in range(world)]
+            flat = [x for p in parts for x in p]
+            assert sorted(flat) == sorted(names) and len(flat) == len(names)
+    assert parse_shard('2/5') == (2, 5) and parse_shard(None) is None
+    for bad in ('5/5', '-1/3', '1', 'a/b', '0/0'):
+        with pytest.raises(ValueError):
+            parse_shard(bad)
+
+
+def test_torchrun_env_takes_rank_share(monkeypatch):
+    monkeypatch.setenv('RANK', '1')
+    monkeypatch.setenv('WORLD_SIZE', '3')
+    monkeypatch.setenv('LOCAL_RANK', '1')
+    assert cache_jobs.dist_rank_world() == (1, 3, 1)
+    names = [f'n{i}' for i in range(8)]
+    assert select_names(names, None, 1, 3) == ['n1', 'n4', 'n7']
+
+
+def test_non_zero_rank_waits_for_manifest(tmp_path):
+    man = cache_jobs.make_manifest('se_maps', 1, dict(a=1), {})
+    with pytest.raises(TimeoutError):
+        prepare_cache_dir(str(tmp_path), man, entry_suffix='.png', rank=1, timeout_s=0.3)
+    prepare_cache_dir(str(tmp_path), man, entry_suffix='.png', rank=0)
+    assert prepare_cache_dir(str(tmp_path), man, entry_suffix='.png', rank=1) is False
+    other = cache_jobs.make_manifest('se_maps', 1, dict(a=2), {})
+    with pytest.raises(ManifestMismatchError, match='key.a'):
+        prepare_cache_dir(str(tmp_path), other, entry_suffix='.png', rank=1, timeout_s=5)
+
+
+# ------------------------------------------------------------------ SE map job
+
+
+def test_se_job_shards_union_is_all_and_rerun_skips(dataset, tmp_path):
+    root, names = dataset
+    out = str(tmp_path / 'se')
+    cfg = make_cfg(root)
+    s0 = run_se_map_job(cfg, out=out, shard='0/2', progress=False)
+    assert sorted(s0.done) == sorted(names[0::2]) and s0.ok
+    assert entries(out, '.png') == sorted(names[0::2])
+    s1 = run_se_map_job(cfg, out=out, shard=(1, 2), progress=False)
+    assert sorted(s1.done) == sorted(names[1::2]) and not s1.skipped
+    assert entries(out, '.png') == sorted(names)
+    again = run_se_map_job(cfg, out=out, progress=False)
+    assert again.done == [] and sorted(again.skipped) == sorted(names)
+    assert again.entries_on_disk == len(names) and again.bytes_on_disk > 0
+    from s2c.sam.se_map import load_se_map
+    for name, (h, w) in zip(names, SIZES):
+        se = load_se_map(osp.join(out, name + '.png'))
+        assert se.dtype == np.uint16 and se.shape == (h, w) and se.max() >= 1
+    man = json.load(open(osp.join(out, 'manifest.json')))
+    assert man['kind'] == 'se_maps' and man['key']['provider']['type'] == 'felzenszwalb'
+    assert man['key']['sam'] is None  # felzenszwalb does not run SAM
+
+
+def test_manifest_refusal_and_overwrite(dataset, tmp_path, capsys):
+    root, names = dataset
+    out = str(tmp_path / 'se')
+    assert run_se_map_job(make_cfg(root), out=out, progress=False).ok
+    changed = make_cfg(root, provider=dict(type='felzenszwalb', scale=200.0, sigma=0.5,
+                                           min_size=20))
+    with pytest.raises(ManifestMismatchError) as err:
+        run_se_map_job(changed, out=out, progress=False)
+    msg = str(err.value)
+    assert 'key.provider.scale' in msg and '50.0' in msg and '200.0' in msg
+    assert '--overwrite' in msg and '--out' in msg
+    # the CLI refuses with exit status 2 and the same message
+    cfg_file = tmp_path / 'changed.py'
+    changed.dump(str(cfg_file))
+    tool = load_tool('cache_se_maps')
+    assert tool.main([str(cfg_file), '--out', out, '--no-progress']) == 2
+    assert 'key.provider.scale' in capsys.readouterr().err
+    # --overwrite: accepted, every entry recomputed, manifest replaced
+    summary = run_se_map_job(changed, out=out, overwrite=True, progress=False)
+    assert sorted(summary.done) == sorted(names) and summary.skipped == []
+    man = json.load(open(osp.join(out, 'manifest.json')))
+    assert man['key']['provider']['scale'] == 200.0
+
+
+def test_provider_flag_overrides_type(dataset, tmp_path):
+    root, names = dataset
+    out = str(tmp_path / 'slic')
+    summary = run_se_map_job(make_cfg(root), provider='slic', out=out, names=names[:2],
+                             progress=False)
+    assert summary.ok and sorted(summary.done) == sorted(names[:2])
+    man = json.load(open(osp.join(out, 'manifest.json')))
+    assert man['key']['provider']['type'] == 'slic'
+    assert 'scale' not in man['key']['provider']  # felzenszwalb-only parameter dropped
+
+
+def test_corrupt_image_is_failed_others_done_exit_nonzero(dataset, tmp_path, capsys):
+    root, names = dataset
+    with open(osp.join(root, 'JPEGImages', names[2] + '.jpg'), 'wb') as f:
+        f.write(b'\xff\xd8\xff\xe0 this is not a jpeg')
+    os.remove(osp.join(root, 'JPEGImages', names[4] + '.jpg'))
+    out = str(tmp_path / 'se')
+    summary = run_se_map_job(make_cfg(root), out=out, progress=False)
+    assert set(summary.failed) == {names[2], names[4]}
+    assert 'cannot decode' in summary.failed[names[2]]
+    assert 'not found' in summary.failed[names[4]]
+    assert sorted(summary.done) == sorted(set(names) - {names[2], names[4]})
+    assert not summary.ok and 'FAILED (2)' in summary.format()
+    cfg_file = tmp_path / 'cfg.py'
+    make_cfg(root).dump(str(cfg_file))
+    assert load_tool('cache_se_maps').main([str(cfg_file), '--out', out, '--no-progress']) == 1
+    printed = capsys.readouterr().out
+    assert names[2] in printed and names[4] in printed and 'skipped 5' in printed
+
+
+def test_se_verify_detects_truncated_png(dataset, tmp_path):
+    root, names = dataset
+    out = str(tmp_path / 'se')
+    run_se_map_job(make_cfg(root), out=out, progress=False)
+    assert run_se_map_job(make_cfg(root), out=out, verify=True, progress=False).ok
+    path = osp.join(out, names[1] + '.png')
+    data = open(path, 'rb').read()
+    with open(path, 'wb') as f:
+        f.write(data[:len(data) // 2])
+    bad = run_se_map_job(make_cfg(root), out=out, verify=True, progress=False)
+    assert list(bad.failed) == [names[1]] and not bad.ok
+
+
+# ------------------------------------------------------------------ embedding cache
+
+
+def test_record_format_round_trip(tmp_path):
+    rng = np.random.default_rng(1)
+    emb = rng.standard_normal((256, 4, 4)).astype(np.float32)
+    early = rng.standard_normal((4, 4, 8)).astype(np.float32)
+    path = str(tmp_path / 'a.npy')
+    size = save_entry(path, emb, (30, 64), (60, 128), early)
+    dtype = entry_dtype((256, 4, 4), (4, 4, 8))
+    assert dtype.fields['embedding'][1] == RECORD_PREFIX_BYTES
+    assert dtype.itemsize == RECORD_PREFIX_BYTES + 2 * (256 * 16 + 16 * 8)
+    shape, file_dtype, offset = read_entry_header(path)
+    assert shape == (1,) and file_dtype == dtype and size == offset + dtype.itemsize
+    assert offset % 64 == 0
+    entry = load_entry(path)
+    assert isinstance(entry['embedding'], np.memmap) and entry['embedding'].dtype == np.float16
+    np.testing.assert_array_equal(entry['embedding'], emb.astype(np.float16))
+    np.testing.assert_array_equal(entry['early'], early.astype(np.float16))
+    assert entry['input_size'] == (30, 64) and entry['original_size'] == (60, 128)
+    # plain numpy reads it too
+    rec = np.load(path)
+    assert rec['original_size'][0].tolist() == [60, 128]
+    assert check_entry(path, dtype) is None
+    with pytest.raises(ValueError, match='non-finite'):
+        save_entry(str(tmp_path / 'b.npy'), emb * 1e6, (1, 1), (1, 1))
+    assert not osp.exists(tmp_path / 'b.npy')
+
+
+def test_encoder_hook_matches_running_the_blocks(tiny_sam):
+    from s2c.sam.encoder import early_block_index, encode_batch
+
+    x = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    idx = early_block_index(tiny_sam, 'tiny')
+    emb, early = encode_batch(tiny_sam, x, early_block=idx)
+    enc = tiny_sam.image_encoder
+    with torch.no_grad():
+        ref_emb = enc(x)
+        h = enc.patch_embed(x)
+        if enc.pos_embed is not None:
+            h = h + enc.pos_embed
+        for blk in enc.blocks[:idx + 1]:
+            h = blk(h)
+    assert emb.shape == (2, 256, 16, 16) and emb.dtype == torch.float32
+    torch.testing.assert_close(emb, ref_emb)
+    torch.testing.assert_close(early, h)
+    assert early.shape[:3] == (2, 16, 16)
+    with pytest.raises(ValueError, match='fp16'):
+        encode_batch(tiny_sam, x, autocast_dtype='fp16')
+    with pytest.raises(ValueError, match='CUDA'):
+        encode_batch(tiny_sam, x, autocast_dtype='bf16')
+
+
+def test_embedding_fp16_round_trip_and_get_batch(dataset, tmp_path, tiny_sam):
+    from s2c.sam.encoder import early_block_index, encode_image
+
+    root, names = dataset
+    out = str(tmp_path / 'emb')
+    summary = run_embedding_job(make_cfg(root, early=True), out=out, batch_size=3,
+                                progress=False)
+    assert summary.ok and sorted(summary.done) == sorted(names)
+    cache = SamEmbeddingCache(out)
+    assert cache.has_early and cache.names() == sorted(names)
+    idx = early_block_index(tiny_sam, 'tiny')
+    for name in names[:3]:
+        img = cache_jobs.read_image(osp.join(root, 'JPEGImages', name + '.jpg'))
+        ref = encode_image(tiny_sam, img, early_block=idx)
+        got = cache.get(name)
+        assert got['embedding'].dtype == np.float16
+        # float16 keeps 11 significant bits: relative error <= 2**-11
+        emb_ref = ref.embeddings[0].numpy()
+        np.testing.assert_allclose(got['embedding'].astype(np.float32), emb_ref,
+                                   rtol=2 ** -11, atol=1e-6)
+        np.testing.assert_allclose(got['early'].astype(np.float32), ref.early[0].numpy(),
+                                   rtol=2 ** -11, atol=1e-6)
+        assert got['input_size'] == ref.input_sizes[0]
+    batch = cache.get_batch([names[1], names[0], names[1]], 'cpu')
+    assert batch['embeddings'].shape == (3, 256, 16, 16)
+    assert batch['embeddings'].dtype == torch.float32
+    assert batch['early'].shape[:3] == (3, 16, 16) and batch['early'].dtype == torch.float32
+    assert batch['input_size'].dtype == torch.long
+    assert batch['input_size'].tolist() == [list(EXPECTED_INPUT[1]), list(EXPECTED_INPUT[0]),
+                                            list(EXPECTED_INPUT[1])]
+    assert batch['original_size'].tolist() == [[48, 48], [40, 56], [48, 48]]
+    torch.testing.assert_close(batch['embeddings'][0], batch['embeddings'][2])
+    torch.testing.assert_close(batch['embeddings'][1],
+                               torch.from_numpy(np.array(cache.get(names[0])['embedding'])).float())
+    with pytest.raises(KeyError, match='cache_sam_embeddings'):
+        cache.get('nope')
+    cache.check_model('tiny')
+    with pytest.raises(ValueError, match='model_type'):
+        cache.check_model('vit_h')
+    man = cache.manifest
+    assert man['key']['random_init_seed'] == 0 and man['key']['checkpoint_sha256'] is None
+    assert 'RANDOM WEIGHTS' in man['info']['warning']
+    assert man['key']['embedding_shape'] == [256, 16, 16]
+    # early_features=False into the same directory is refused (different key)
+    with pytest.raises(ManifestMismatchError, match='early_features'):
+        run_embedding_job(make_cfg(root, early=False), out=out, progress=False)
+
+
+CRASH_SCRIPT = textwrap.dedent('''
+    import json, os, sys
+    from mmengine.config import Config
+    from s2c.sam import cache_jobs
+    from s2c.utils import atomic_write
+
+    cfg = Config(json.loads(sys.argv[1]))
+    out, crash_at = sys.argv[2], int(sys.argv[3])
+    real_save = cache_jobs.save_entry
+    calls = []
+
+    def save_then_die(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == crash_at:
+            # die half way through writing the temporary file, like kill -9
+            ctx = atomic_write(path)
+            tmp = ctx.__enter__()
+            with open(tmp, 'wb') as f:
+                f.write(b'\\x93NUMPY partial record')
+                f.flush()
+            os._exit(9)
+        return real_save(path, *args, **kwargs)
+
+    cache_jobs.save_entry = save_then_die
+    cache_jobs.run_embedding_job(cfg, out=out, progress=False, num_workers=0)
+''')
+
+
+def test_resume_after_crash_mid_write(dataset, tmp_path):
+    root, names = dataset
+    out = str(tmp_path / 'emb')
+    cfg = make_cfg(root)
+    proc = subprocess.run([sys.executable, '-c', CRASH_SCRIPT, json.dumps(cfg.to_dict()), out,
+                           '3'], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 9, proc.stderr[-2000:]
+    # two entries finished, the third died mid-write: only a hidden temp file, no partial entry
+    assert entries(out, '.npy') == sorted(names[:2])
+    assert len(tmp_files(out)) == 1
+    for name in names[:2]:
+        assert check_entry(osp.join(out, name + '.npy')) is None
+    summary = run_embedding_job(cfg, out=out, progress=False)
+    assert sorted(summary.skipped) == sorted(names[:2])
+    assert sorted(summary.done) == sorted(names[2:]) and summary.ok
+    assert tmp_files(out) == []  # the stale temp file was cleaned
+    assert entries(out, '.npy') == sorted(names)
+    assert run_embedding_job(cfg, out=out, verify=True, progress=False).ok
+
+
+def test_embedding_verify_lists_bad_entries(dataset, tmp_path, capsys):
+    root, names = dataset
+    out = str(tmp_path / 'emb')
+    cfg = make_cfg(root)
+    run_embedding_job(cfg, out=out, progress=False)
+    truncated, flipped, removed = names[0], names[3], names[5]
+    path = osp.join(out, truncated + '.npy')
+    data = open(path, 'rb').read()
+    with open(path, 'wb') as f:
+        f.write(data[:-100])
+    path = osp.join(out, flipped + '.npy')
+    with open(path, 'r+b') as f:  # flip one byte inside the embedding payload
+        f.seek(os.path.getsize(path) - 1000)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0x10]))
+    os.remove(osp.join(out, removed + '.npy'))
+    summary = run_embedding_job(cfg, out=out, verify=True, progress=False)
+    assert set(summary.failed) == {truncated, flipped, removed}
+    assert summary.failed[truncated].startswith('truncated')
+    assert summary.failed[flipped].startswith('crc mismatch')
+    assert summary.failed[removed] == 'missing'
+    cfg_file = tmp_path / 'cfg.py'
+    cfg.dump(str(cfg_file))
+    tool = load_tool('cache_sam_embeddings')
+    assert tool.main([str(cfg_file), '--out', out, '--verify', '--no-progress']) == 1
+    assert 'BAD ENTRIES (3)' in capsys.readouterr().out
+    # a normal run repairs the truncated and missing entries; the quick check (header and
+    # size) cannot see the flipped byte, --overwrite recomputes everything
+    repaired = run_embedding_job(cfg, out=out, progress=False)
+    assert sorted(repaired.done) == sorted([truncated, removed])
+    run_embedding_job(cfg, out=out, overwrite=True, progress=False)
+    assert run_embedding_job(cfg, out=out, verify=True, progress=False).ok
+
+
+# ------------------------------------------------------------------ real images, both jobs
+
+
+@pytest.mark.skipif(not osp.isdir(VOC_SAMPLES), reason='voc12_samples not available')
+def test_both_jobs_on_voc12_samples(tmp_path):
+    from s2c.sam.se_map import load_se_map
+
+    cfg = make_cfg(VOC_SAMPLES, early=True, provider=dict(
+        type='sam_amg', points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+        stability_score_offset=1.0, box_nms_thresh=0.7, crop_n_layers=0))
+    names = open(osp.join(VOC_SAMPLES, 'ImageSets/Segmentation/val.txt')).read().split()
+    se_out, emb_out = str(tmp_path / 'se'), str(tmp_path / 'emb')
+    cfg_file = tmp_path / 'cfg.py'
+    cfg.dump(str(cfg_file))
+    args = [str(cfg_file), '--split', 'val', '--no-progress']
+    assert load_tool('cache_se_maps').main(args + ['--out', se_out]) == 0
+    assert load_tool('cache_sam_embeddings').main(args + ['--out', emb_out]) == 0
+    assert entries(se_out, '.png') == sorted(names)
+    for name in names:
+        se = load_se_map(osp.join(se_out, name + '.png'))
+        assert se.shape == (513, 513) and se.dtype == np.uint16
+        assert se.max() >= 1  # thresholds 0: at least one mask survives
+    man = json.load(open(osp.join(se_out, 'manifest.json')))
+    assert man['key']['sam']['model_type'] == 'tiny' and man['key']['sam']['random_init_seed'] == 0
+    cache = SamEmbeddingCache(emb_out)
+    batch = cache.get_batch(names, 'cpu')
+    assert batch['embeddings'].shape == (len(names), 256, 16, 16)
+    assert batch['original_size'].tolist() == [[513, 513]] * len(names)
+    assert batch['input_size'].tolist() == [[256, 256]] * len(names)
+    assert torch.isfinite(batch['early']).all()
+    # rerun: everything skipped; verify: all good
+    again = run_embedding_job(cfg, split='val', out=emb_out, progress=False)
+    assert again.done == [] and sorted(again.skipped) == sorted(names)
+    for job, out in ((run_se_map_job, se_out), (run_embedding_job, emb_out)):
+        assert job(cfg, split='val', out=out, verify=True, progress=False).ok

@@ -1,0 +1,39 @@
+"""Cache SAM image embeddings (and optionally early ViT features) of a dataset, once.
+
+    python tools/cache_sam_embeddings.py CONFIG [--split NAME] [--out DIR] [--shard I/N]
+                                         [--overwrite] [--verify] [--batch-size B]
+    torchrun --nproc_per_node 8 tools/cache_sam_embeddings.py CONFIG   # each rank takes its share
+
+Writes <data_root>/sam_embeddings/<tag>/<name>.npy (float16 records, see
+s2c/sam/embedding_cache.py) and manifest.json. Resumable (rerun to finish), exit status 1 when
+an image failed or --verify found a bad entry, 2 on a configuration error.
+The logic lives in s2c.sam.cache_jobs.run_embedding_job.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mmengine.config import Config
+
+from s2c.sam.cache_jobs import add_job_args, run_cli, run_embedding_job
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    add_job_args(parser)
+    parser.add_argument('--provider', help=argparse.SUPPRESS)  # same flags as cache_se_maps.py
+    parser.add_argument('--batch-size', type=int, default=1, help='images per encoder call')
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.provider:
+        print('warning: --provider has no effect on the embedding cache', file=sys.stderr)
+    cfg = Config.fromfile(args.config)
+    return run_cli(run_embedding_job, cfg, args, batch_size=args.batch_size)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

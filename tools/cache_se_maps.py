@@ -1,0 +1,37 @@
+"""Cache SAM "segment everything" maps (SE maps) of a dataset, once.
+
+    python tools/cache_se_maps.py CONFIG [--provider NAME] [--split NAME] [--out DIR]
+                                  [--shard I/N] [--overwrite] [--verify]
+    torchrun --nproc_per_node 8 tools/cache_se_maps.py CONFIG   # each rank takes its share
+
+Writes <data_root>/se_maps/<tag>/<name>.png (uint16, 0 = no segment) and manifest.json.
+Resumable (rerun to finish), exit status 1 when an image failed or --verify found a bad entry,
+2 on a configuration error (e.g. the directory holds a cache of other settings).
+The logic lives in s2c.sam.cache_jobs.run_se_map_job.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mmengine.config import Config
+
+from s2c.sam.cache_jobs import add_job_args, run_cli, run_se_map_job
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    add_job_args(parser)
+    parser.add_argument('--provider', help='SE provider registry name (overrides '
+                        'se_maps.provider.type), e.g. sam_amg, sam_amg_reference, felzenszwalb')
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    return run_cli(run_se_map_job, cfg, args, provider=args.provider)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
