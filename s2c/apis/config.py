@@ -36,7 +36,8 @@ def resolve_sam_settings(cfg: Config) -> None:
     dataset = cfg.get('train_dataloader', {}).get('dataset', {})
     data_root = dataset.get('data_root', '')
     if dataset.get('se_map_dir') == 'auto':
-        dataset['se_map_dir'] = osp.abspath(se_map_cache_dir(data_root, cfg.se_maps, cfg.get('sam')))
+        dataset['se_map_dir'] = osp.abspath(
+            se_map_cache_dir(data_root, cfg.se_maps, cfg.get('sam')))
     cpm = cfg.get('model', {}).get('cpm')
     if cpm:
         backend = cpm.setdefault('backend', dict(type='sam'))
