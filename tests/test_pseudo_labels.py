@@ -14,7 +14,6 @@ from PIL import Image
 
 from s2c.cam import (
     CamFileError,
-    MethodUnavailableError,
     apply_ignore,
     dataset_paths,
     load_cams,
@@ -334,7 +333,7 @@ def test_dataset_paths_from_config(tmp_path):
 
 def test_job_usage_errors(tmp_path):
     names, d, _ = _make_dataset(str(tmp_path), n=1)
-    with pytest.raises(MethodUnavailableError, match='issue 4'):
+    with pytest.raises(ValueError, match=r"needs extra options \['cpm'\]"):
         make_pseudo_labels(d['cams'], str(tmp_path / 'o'), names, 'sam', progress=False)
     with pytest.raises(ValueError, match='background threshold'):
         make_pseudo_labels(d['cams'], str(tmp_path / 'o'), names, 'threshold', progress=False)
@@ -368,7 +367,7 @@ def test_cli_exit_status_and_summary(tmp_path):
     assert sorted(os.listdir(out)) == ['im_0.png', 'im_2.png', 'pseudo_labels.json']
     np.testing.assert_array_equal(load_label_png(osp.join(out, 'im_2.png')), expected['im_2'])
     r = _cli(str(cfg), '--cams', d['cams'], '--out', out, '--method', 'sam')
-    assert r.returncode == 2 and 'not yet available' in r.stderr and 'issue 4' in r.stderr
+    assert r.returncode == 2 and 'has no model.cpm block' in r.stderr
 
 
 def test_visualize_writes_one_grid_per_image(tmp_path):

@@ -7,8 +7,7 @@ Examples::
     python tools/make_pseudo_labels.py configs/s2c_voc.py --cams DIR --out DIR \\
         --method threshold --bg-threshold-from work_dirs/s2c_voc/cam_eval.json
 
-Exit status: 0 all written (or skipped), 1 some images failed (listed), 2 bad usage or a
-method that is not available yet.
+Exit status: 0 all written (or skipped), 1 some images failed (listed), 2 bad usage.
 """
 from __future__ import annotations
 
@@ -21,7 +20,6 @@ from mmengine.config import Config
 from s2c.cam import (
     LABEL_METHODS,
     CRFParams,
-    MethodUnavailableError,
     dataset_paths,
     make_pseudo_labels,
     read_bg_threshold,
@@ -53,17 +51,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--se-dir', help='SE map folder (se_merge)')
     p.add_argument('--cls-labels', help='PSA-style cls_labels.npy: CAM classes must be present')
     p.add_argument('--num-classes', type=int, default=20, help='foreground classes (VOC 20)')
-    p.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1))
+    p.add_argument('--workers', type=int, default=None,
+                   help='processes (default: 4 on CPU; 1 for sam, whose decoder is per process)')
+    sam = p.add_argument_group('sam method (CPM at inference; settings from model.cpm)')
+    sam.add_argument('--backend', help='prompt back-end type (default: the config\'s)')
+    sam.add_argument('--selection', help='mask selection policy, e.g. index2, best_iou, single')
+    sam.add_argument('--confidence', choices=['logit_x_meancam', 'stability_x_meancam'])
+    sam.add_argument('--embedding-dir', help='SAM embedding cache (default: from the config)')
+    sam.add_argument('--device', default='auto', help='device of the SAM decoder')
     p.add_argument('--overwrite', action='store_true', help='rewrite existing outputs')
     return p.parse_args(argv)
 
 
+def sam_options(cfg: Config, args: argparse.Namespace) -> dict:
+    """``extra`` of the sam method: the config's CPM block with the CLI overrides."""
+    from s2c.apis.config import resolve_sam_settings, set_data_root
+    if args.data_root:
+        set_data_root(cfg, args.data_root)
+    if not cfg.get('model', {}).get('cpm'):
+        raise ValueError(f'{args.config} has no model.cpm block: use an S2C config '
+                         '(e.g. configs/s2c_voc.py) for --method sam')
+    resolve_sam_settings(cfg)
+    cpm = cfg.model.cpm.to_dict()
+    if args.backend:
+        cpm['backend']['type'] = args.backend
+    for key in ('selection', 'confidence', 'embedding_dir'):
+        if getattr(args, key):
+            cpm[key] = getattr(args, key)
+    return dict(cpm=cpm, num_classes=args.num_classes, device=args.device)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    unavailable = LABEL_METHODS[args.method].unavailable
-    if unavailable:
-        print(f'error: {unavailable}', file=sys.stderr)
-        return 2
     try:
         cfg = Config.fromfile(args.config)
         paths = dataset_paths(cfg.get('train_dataloader', {}).get('dataset', {}),
@@ -72,12 +91,18 @@ def main(argv: list[str] | None = None) -> int:
         bg = read_bg_threshold(args.bg_threshold_from) if args.bg_threshold_from else \
             args.bg_threshold
         crf = CRFParams(alpha=args.alpha, iterations=args.crf_iterations)
+        extra, workers = None, args.workers
+        if args.method == 'sam':
+            extra = sam_options(cfg, args)
+            workers = 1 if workers is None else workers
+        elif workers is None:
+            workers = min(4, os.cpu_count() or 1)
         summary = make_pseudo_labels(
             args.cams, args.out, names, args.method, img_dir=paths.img_dir,
             img_suffix=paths.img_suffix, se_dir=args.se_dir, num_classes=args.num_classes,
             bg_threshold=bg, crf_params=crf, ignore_below=args.ignore_below,
-            workers=args.workers, overwrite=args.overwrite, cls_labels=args.cls_labels)
-    except (MethodUnavailableError, ValueError, FileNotFoundError) as e:
+            workers=workers, overwrite=args.overwrite, cls_labels=args.cls_labels, extra=extra)
+    except (ValueError, FileNotFoundError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     print(summary.format())

@@ -1,4 +1,5 @@
 """CAM inference outputs, pseudo-label rules and the pseudo-label job."""
+from . import sam_refine  # noqa: F401  (registers the 'sam' method)
 from .cam_io import CamFileError, cam_path, load_cams, save_cams
 from .crf import CRFParams, background_scores, crf_inference, crf_refine_cams
 from .pseudo_label_job import (
@@ -7,7 +8,6 @@ from .pseudo_label_job import (
     JobSummary,
     LabelInputs,
     LabelMethod,
-    MethodUnavailableError,
     PseudoLabelOptions,
     dataset_paths,
     load_cls_labels,
@@ -21,7 +21,7 @@ __all__ = [
     'CamFileError', 'cam_path', 'load_cams', 'save_cams',
     'CRFParams', 'background_scores', 'crf_inference', 'crf_refine_cams',
     'LABEL_METHODS', 'DatasetPaths', 'JobSummary', 'LabelInputs', 'LabelMethod',
-    'MethodUnavailableError', 'PseudoLabelOptions', 'dataset_paths', 'load_cls_labels',
+    'PseudoLabelOptions', 'dataset_paths', 'load_cls_labels',
     'make_pseudo_labels', 'read_bg_threshold', 'register_label_method',
     'IGNORE_INDEX', 'apply_ignore', 'crf_labels', 'se_merge_labels', 'threshold_labels',
 ]

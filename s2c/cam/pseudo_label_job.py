@@ -40,10 +40,6 @@ MANIFEST_NAME = 'pseudo_labels.json'
 MANIFEST_VERSION = 1
 
 
-class MethodUnavailableError(NotImplementedError):
-    """The requested pseudo-label method exists in the CLI but is not usable yet."""
-
-
 @dataclass
 class LabelInputs:
     """What a method gets for one image.
@@ -93,21 +89,20 @@ class LabelMethod:
     """A registered pseudo-label method.
 
     Attributes:
-        fn: ``fn(inputs, options) -> (label (H, W) int 0..C, score (H, W) float)``;
-            None for a placeholder.
+        fn: ``fn(inputs, options) -> (label (H, W) int 0..C, score (H, W) float)``.
         needs_image: Whether ``inputs.image`` must be loaded.
         needs_se_map: Whether ``inputs.se_map`` must be loaded.
         needs_bg_threshold: Whether ``options.bg_threshold`` must be set.
         params: Names of the options that define the output (for the manifest).
-        unavailable: Why the method cannot run yet (placeholder), else None.
+        required_extra: Keys the method needs in ``PseudoLabelOptions.extra``.
     """
 
-    fn: MethodFn | None
+    fn: MethodFn
     needs_image: bool = False
     needs_se_map: bool = False
     needs_bg_threshold: bool = False
     params: tuple[str, ...] = ()
-    unavailable: str | None = None
+    required_extra: tuple[str, ...] = ()
 
 
 #: Registered methods by name (the CLI's ``--method`` choices).
@@ -115,8 +110,9 @@ LABEL_METHODS: dict[str, LabelMethod] = {}
 
 
 def register_label_method(name: str, *, needs_image: bool = False, needs_se_map: bool = False,
-                          needs_bg_threshold: bool = False,
-                          params: tuple[str, ...] = ()) -> Callable[[MethodFn], MethodFn]:
+                          needs_bg_threshold: bool = False, params: tuple[str, ...] = (),
+                          required_extra: tuple[str, ...] = ()
+                          ) -> Callable[[MethodFn], MethodFn]:
     """Decorator registering ``fn(inputs, options) -> (label, score)`` under ``name``.
 
     ``params`` names the :class:`PseudoLabelOptions` fields (or ``extra.<key>``)
@@ -127,7 +123,8 @@ def register_label_method(name: str, *, needs_image: bool = False, needs_se_map:
     def deco(fn: MethodFn) -> MethodFn:
         LABEL_METHODS[name] = LabelMethod(fn=fn, needs_image=needs_image,
                                           needs_se_map=needs_se_map,
-                                          needs_bg_threshold=needs_bg_threshold, params=params)
+                                          needs_bg_threshold=needs_bg_threshold, params=params,
+                                          required_extra=required_extra)
         return fn
 
     return deco
@@ -150,9 +147,6 @@ def _method_se_merge(x: LabelInputs, o: PseudoLabelOptions) -> tuple[np.ndarray,
                            coverage=o.coverage)
 
 
-#: Placeholder until the prompt back-ends exist; replaced by registering ``sam``.
-LABEL_METHODS['sam'] = LabelMethod(
-    fn=None, unavailable='method "sam" is not yet available: needs the prompt back-end (issue 4)')
 
 
 @dataclass
@@ -487,7 +481,6 @@ def make_pseudo_labels(cam_dir: str, out_dir: str, names: Sequence[str], method:
 
     Raises:
         KeyError: Unknown method.
-        MethodUnavailableError: The method is a placeholder (``sam`` for now).
         ValueError: A required input (``img_dir``, ``se_dir``, ``bg_threshold``)
             is missing, or ``out_dir`` was made with other parameters and
             ``overwrite`` is False.
@@ -497,8 +490,6 @@ def make_pseudo_labels(cam_dir: str, out_dir: str, names: Sequence[str], method:
         raise KeyError(f'unknown pseudo-label method {method!r}; '
                        f'choose from {sorted(LABEL_METHODS)}')
     spec = LABEL_METHODS[method]
-    if spec.unavailable is not None or spec.fn is None:
-        raise MethodUnavailableError(spec.unavailable or f'method {method!r} is not available')
     if spec.needs_bg_threshold and bg_threshold is None:
         raise ValueError(f'method {method!r} needs a background threshold: pass --bg-threshold '
                          'T or --bg-threshold-from the JSON written by tools/test.py')
@@ -506,6 +497,10 @@ def make_pseudo_labels(cam_dir: str, out_dir: str, names: Sequence[str], method:
         raise ValueError(f'method {method!r} needs the images: pass img_dir')
     if spec.needs_se_map and se_dir is None:
         raise ValueError(f'method {method!r} needs SE maps: pass se_dir (--se-dir)')
+    missing_extra = [k for k in spec.required_extra if k not in (extra or {})]
+    if missing_extra:
+        raise ValueError(f'method {method!r} needs extra options {missing_extra} (the tool '
+                         'fills them from an S2C config, e.g. configs/s2c_voc.py)')
     if not osp.isdir(cam_dir):
         raise FileNotFoundError(f'CAM folder {cam_dir} not found; write CAMs with tools/test.py')
     options = PseudoLabelOptions(bg_threshold=bg_threshold, crf=crf_params or CRFParams(),

@@ -180,14 +180,21 @@ class CPM(nn.Module):
         return backend
 
     def embedding_cache(self):
-        """The embedding cache (``'cached'`` source), opened once."""
+        """The embedding cache (``'cached'`` source), opened once.
+
+        Raises:
+            ValueError: When the cache was made by another SAM than the back-end's
+                (model type, or checkpoint SHA-256 when the back-end has a checkpoint).
+        """
         if 'cache' not in self._parts:
             from s2c.sam.build import checkpoint_sha256
             from s2c.sam.embedding_cache import SamEmbeddingCache
             cache = SamEmbeddingCache(self.embedding_dir)
-            ckpt = self.backend_cfg.get('checkpoint')
-            cache.check_model(self.backend_cfg.get('model_type', 'vit_h'),
-                              checkpoint_sha256(ckpt) if ckpt else None)
+            backend = self._parts.get('backend')
+            model_type = getattr(backend, 'model_type', None)
+            if model_type is not None:
+                ckpt = self.backend_cfg.get('checkpoint')
+                cache.check_model(model_type, checkpoint_sha256(ckpt) if ckpt else None)
             self._parts['cache'] = cache
         return self._parts['cache']
 
@@ -212,16 +219,40 @@ class CPM(nn.Module):
             cams = batch_multiscale_cams(model, inputs, labels, self.scales)
         finally:
             model.train(was_training)
+        return self.refine(cams, labels, data_samples, inputs)
+
+    @torch.no_grad()
+    def refine(self, cams: torch.Tensor, labels: torch.Tensor, data_samples: Sequence[dict],
+               inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """Steps 2-5 of CPM on given CAMs: peaks -> prompts -> SAM masks -> labels.
+
+        Also used at inference (SAM refinement of pseudo-labels): pass the
+        full-resolution CAMs of one image with an identity geometry record.
+
+        Args:
+            cams: ``(B, C, H, W)`` normalised CAMs in the current (crop) frame.
+            labels: ``(B, C)`` multi-hot labels.
+            data_samples: Per-image dicts with ``name`` and ``geometry`` (cached
+                source) and optionally ``valid`` (``(H, W)`` bool, default all).
+            inputs: ``(B, 3, H, W)`` normalised crops (online source only).
+
+        Returns:
+            torch.Tensor: ``(B, H, W)`` long: classes ``0..C-1``, ``C`` background, 255 ignore.
+        """
         b, c, h, w = cams.shape
-        device = inputs.device
+        device = cams.device
         valid = torch.stack([s['valid'] if 'valid' in s else torch.ones(h, w, dtype=torch.bool)
                              for s in data_samples]).to(device)
         img_idx, cls_idx, peaks = self.prompt_peaks(cams, labels)
+        if not peaks:
+            return torch.where(valid, c, IGNORE).long()
         backend = self.backend(device)
         if self.embedding_source == 'cached':
             features, points = self._cached_features_and_points(
                 data_samples, img_idx, peaks, device)
         else:
+            if inputs is None:
+                raise ValueError("embedding_source='online' needs the input crops")
             features, points = self._online_features_and_points(inputs, img_idx, peaks, backend)
         num_pts = max(len(p) for p in peaks)
         pts = torch.zeros(len(peaks), num_pts, 2)
