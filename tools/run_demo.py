@@ -11,7 +11,10 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from s2c.apis.demo import run_demo  # noqa: E402
 
-DEMO_CONFIGS = {'CAM baseline (configs/cam_demo.py)': 'configs/cam_demo.py'}
+DEMO_CONFIGS = {
+    'CAM baseline (configs/cam_demo.py)': 'configs/cam_demo.py',
+    'S2C (configs/s2c_demo.py)': 'configs/s2c_demo.py',
+}
 
 
 def main(argv=None):

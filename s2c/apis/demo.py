@@ -38,6 +38,27 @@ def demo_baselines(data_root: str = DEMO_ROOT, split: str = 'val') -> dict[str, 
     return trivial_baselines(pairs, num_classes)
 
 
+def build_demo_caches(cfg) -> None:
+    """Build (or complete) the SE-map and embedding caches a training config reads.
+
+    Both jobs are resumable: existing entries are skipped, so a second
+    ``make demo`` costs nothing here.
+    """
+    from s2c.sam.cache_jobs import run_embedding_job, run_se_map_job
+    dataset = cfg.train_dataloader.dataset
+    if dataset.get('se_map_dir'):
+        print(f'[demo] SE maps ({cfg.se_maps.provider.type}) -> {dataset.se_map_dir}')
+        summary = run_se_map_job(cfg, out=dataset.se_map_dir)
+        if not summary.ok:
+            raise RuntimeError('SE map cache incomplete:\n' + summary.format())
+    cpm = cfg.model.get('cpm')
+    if cpm and cpm.get('embedding_source', 'cached') == 'cached':
+        print(f'[demo] SAM embeddings ({cfg.sam.model_type}) -> {cpm.embedding_dir}')
+        summary = run_embedding_job(cfg, out=cpm.embedding_dir)
+        if not summary.ok:
+            raise RuntimeError('embedding cache incomplete:\n' + summary.format())
+
+
 def run_demo(configs: dict[str, str], work_root: str = 'work_dirs',
              data_root: str = DEMO_ROOT) -> dict[str, float]:
     """Train each demo config and print its CAM mIoU next to the baselines.
@@ -57,6 +78,7 @@ def run_demo(configs: dict[str, str], work_root: str = 'work_dirs',
         work_dir = osp.join(work_root, osp.splitext(osp.basename(config))[0])
         print(f'[demo] training {name}: {config} -> {work_dir}')
         cfg = build_train_config(config, work_dir=work_dir, data_root=data_root)
+        build_demo_caches(cfg)
         runner = train(cfg)
         results[name] = float(runner.message_hub.get_scalar('val/cam/mIoU').current())
         times[name] = time.time() - start

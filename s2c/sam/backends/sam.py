@@ -29,16 +29,20 @@ class SamPromptBackend(PromptBackend):
             encoder is dropped after loading to save memory.
         seed: Seed for random weights when ``checkpoint`` is ``None`` (must match
             the seed that built the embedding cache).
+        encode_batch_size: Images per image-encoder call in the online mode (the ViT's
+            global attention holds ``B x heads x 4096 x 4096`` maps: batch 8 of vit_b at
+            1024 px needs > 20 GB); the result does not depend on it.
     """
 
     def __init__(self, model_type: str = 'vit_h', checkpoint: str | None = None,
                  device: str = 'auto', with_image_encoder: bool = False, seed: int = 0,
-                 **unused) -> None:
+                 encode_batch_size: int = 2, **unused) -> None:
         super().__init__()
         with torch.random.fork_rng(devices=[]):  # random weights must not move the global RNG
             torch.manual_seed(seed)
             sam = build_sam(model_type, checkpoint, device='cpu')
         self.model_type = model_type
+        self.encode_batch_size = max(1, int(encode_batch_size))
         self.img_size = int(sam.image_encoder.img_size)
         self.prompt_encoder = sam.prompt_encoder
         self.mask_decoder = sam.mask_decoder
@@ -59,7 +63,8 @@ class SamPromptBackend(PromptBackend):
         if self.image_encoder is None:
             return super().encode(images)
         x = (images.to(self.device) - self.pixel_mean) / self.pixel_std
-        emb = self.image_encoder(x)
+        step = self.encode_batch_size
+        emb = torch.cat([self.image_encoder(x[i:i + step]) for i in range(0, x.shape[0], step)])
         b, s = images.shape[0], images.shape[-1]
         size = torch.tensor([[images.shape[-2], s]] * b, device=self.device)
         return ImageFeatures(embeddings=emb, input_sizes=size, original_sizes=size.clone(),
