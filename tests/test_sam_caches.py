@@ -16,6 +16,7 @@ import torch
 from mmengine.config import Config
 from PIL import Image
 
+from s2c.datasets.transforms.loading import read_rgb_image
 from s2c.sam import cache_jobs, cache_layout
 from s2c.sam.cache_jobs import (
     ManifestMismatchError,
@@ -234,7 +235,7 @@ def test_corrupt_image_is_failed_others_done_exit_nonzero(dataset, tmp_path, cap
     out = str(tmp_path / 'se')
     summary = run_se_map_job(make_cfg(root), out=out, progress=False)
     assert set(summary.failed) == {names[2], names[4]}
-    assert 'cannot decode' in summary.failed[names[2]]
+    assert 'cannot read image' in summary.failed[names[2]]
     assert 'not found' in summary.failed[names[4]]
     assert sorted(summary.done) == sorted(set(names) - {names[2], names[4]})
     assert not summary.ok and 'FAILED (2)' in summary.format()
@@ -323,7 +324,7 @@ def test_embedding_fp16_round_trip_and_get_batch(dataset, tmp_path, tiny_sam):
     assert cache.has_early and cache.names() == sorted(names)
     idx = early_block_index(tiny_sam, 'tiny')
     for name in names[:3]:
-        img = cache_jobs.read_image(osp.join(root, 'JPEGImages', name + '.jpg'))
+        img = read_rgb_image(osp.join(root, 'JPEGImages', name + '.jpg'))
         ref = encode_image(tiny_sam, img, early_block=idx)
         got = cache.get(name)
         assert got['embedding'].dtype == np.float16

@@ -212,25 +212,15 @@ def read_bg_threshold(path: str) -> float:
 
 
 def load_cls_labels(source: str | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Image-level labels as ``name -> (C,) multi-hot`` (PSA ``cls_labels.npy`` format).
-
-    Args:
-        source: A mapping, or the path of a pickled-dict ``.npy`` file.
+    """Image-level labels as ``name -> (C,) multi-hot``: a mapping, or PSA's ``cls_labels.npy``.
 
     Raises:
         FileNotFoundError / ValueError: Missing or malformed file (names it).
     """
     if isinstance(source, Mapping):
         return {k: np.asarray(v) for k, v in source.items()}
-    if not osp.isfile(source):
-        raise FileNotFoundError(f'image-level label file {source} not found')
-    try:
-        data = np.load(source, allow_pickle=True).item()
-    except Exception as e:  # noqa: BLE001 - many numpy/pickle error types
-        raise ValueError(f'{source} is not a pickled dict name -> multi-hot vector: {e}') from e
-    if not isinstance(data, dict):
-        raise ValueError(f'{source} must hold a dict name -> multi-hot vector')
-    return {k: np.asarray(v) for k, v in data.items()}
+    from s2c.datasets.voc12 import load_cls_labels as load_file
+    return {k: np.asarray(v) for k, v in load_file(source).items()}
 
 
 @dataclass(frozen=True)

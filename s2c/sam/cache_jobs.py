@@ -74,6 +74,7 @@ import torch
 from tqdm import tqdm
 
 import s2c
+from s2c.datasets.transforms.loading import read_rgb_image
 from s2c.utils import atomic_write, resolve_device
 from s2c.utils.fileio import TMP_PREFIX
 
@@ -233,25 +234,6 @@ def select_names(names: Sequence[str], shard: tuple[int, int] | None, rank: int,
     """This process's images: shard ``I/N`` of the list, then every ``world``-th from ``rank``."""
     mine = list(names) if shard is None else shard_names(names, *shard)
     return shard_names(mine, rank, world) if world > 1 else mine
-
-
-def read_image(path: str) -> np.ndarray:
-    """Read an image as RGB uint8 ``(H, W, 3)`` (PIL; EXIF orientation ignored like cv2).
-
-    Raises:
-        FileNotFoundError: When the file does not exist.
-        ValueError: When it cannot be decoded (names the file).
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'image not found: {path}')
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return np.asarray(img.convert('RGB'), dtype=np.uint8).copy()
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-        raise ValueError(f'cannot decode image {path}: {exc}') from exc
 
 
 def image_size(path: str) -> tuple[int, int]:
@@ -539,7 +521,7 @@ def _prefetch(names: Sequence[str], images: ImageList, workers: int,
     if workers <= 0:
         for name in names:
             try:
-                image = read_image(images.image_path(name))
+                image = read_rgb_image(images.image_path(name))
             except Exception as exc:  # any unreadable image is a failed entry, not a crash
                 yield name, None, str(exc)
             else:
@@ -554,7 +536,7 @@ def _prefetch(names: Sequence[str], images: ImageList, workers: int,
                     n = next(it)
                 except StopIteration:
                     return
-                queue.append((n, pool.submit(read_image, images.image_path(n))))
+                queue.append((n, pool.submit(read_rgb_image, images.image_path(n))))
 
         fill()
         while queue:
