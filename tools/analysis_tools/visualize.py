@@ -20,73 +20,11 @@ import os
 import os.path as osp
 import sys
 
-import cv2
-import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from s2c.cam import load_cams
-from s2c.datasets.class_names import VOC_CLASSES
 from s2c.datasets.voc12 import read_split
-from s2c.utils import VOC_PALETTE, atomic_write, load_label_png
-
-
-def heat_overlay(image: np.ndarray, cam: np.ndarray, weight: float = 0.5) -> np.ndarray:
-    """``(H, W, 3)`` uint8 blend of the image and the JET-coloured CAM (values in [0, 1])."""
-    heat = cv2.applyColorMap(np.uint8(255 * np.clip(cam, 0, 1)), cv2.COLORMAP_JET)
-    heat = cv2.cvtColor(heat, cv2.COLOR_BGR2RGB)
-    return (weight * heat + (1 - weight) * image.astype(np.float32)).astype(np.uint8)
-
-
-def colorize(label: np.ndarray) -> np.ndarray:
-    """``(H, W)`` label map -> ``(H, W, 3)`` uint8 VOC palette colours."""
-    return VOC_PALETTE[label.astype(np.int64)]
-
-
-def _tile(panel: np.ndarray, caption: str, height: int,
-          resample: int = Image.BILINEAR) -> Image.Image:
-    h, w = panel.shape[:2]
-    img = Image.fromarray(panel).resize((max(1, round(w * height / h)), height), resample)
-    draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
-    box = draw.textbbox((0, 0), caption, font=font)
-    draw.rectangle((0, 0, box[2] + 6, box[3] + 4), fill=(0, 0, 0))
-    draw.text((3, 1), caption, fill=(255, 255, 255), font=font)
-    return img
-
-
-def render_grid(name: str, img_dir: str, img_suffix: str, cam_dir: str | None,
-                label_dir: str | None, gt_dir: str | None, height: int = 256,
-                class_names: tuple[str, ...] = VOC_CLASSES) -> Image.Image:
-    """Compose the row of panels of one image (see the module docstring).
-
-    Raises:
-        FileNotFoundError: When the image itself is missing.
-    """
-    path = osp.join(img_dir, name + img_suffix)
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'image {path} not found')
-    image = np.asarray(Image.open(path).convert('RGB'))
-    tiles = [_tile(image, name, height)]
-    if cam_dir and osp.isfile(osp.join(cam_dir, name + '.npz')):
-        keys, cams = load_cams(osp.join(cam_dir, name + '.npz'))
-        for k, cam in zip(keys.tolist(), cams):
-            if cam.shape != image.shape[:2]:
-                cam = cv2.resize(cam, image.shape[1::-1], interpolation=cv2.INTER_LINEAR)
-            cname = class_names[k] if k < len(class_names) else f'class {k}'
-            tiles.append(_tile(heat_overlay(image, cam), f'CAM {cname}', height))
-    for folder, caption in ((label_dir, 'pseudo-label'), (gt_dir, 'ground truth')):
-        if folder and osp.isfile(osp.join(folder, name + '.png')):
-            tiles.append(_tile(colorize(load_label_png(osp.join(folder, name + '.png'))),
-                               caption, height, Image.NEAREST))
-    gap = 4
-    grid = Image.new('RGB', (sum(t.width for t in tiles) + gap * (len(tiles) - 1), height),
-                     (255, 255, 255))
-    x = 0
-    for t in tiles:
-        grid.paste(t, (x, 0))
-        x += t.width + gap
-    return grid
+from s2c.utils import atomic_write
+from s2c.visualization import render_grid
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
