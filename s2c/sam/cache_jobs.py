@@ -1033,3 +1033,42 @@ def run_cli(job: Callable[..., JobSummary], cfg: Any, args: argparse.Namespace,
         print(f'error: {msg}', file=sys.stderr, flush=True)
         return 2
     return finish(summary)
+
+
+def write_synthetic_embedding_cache(cache_dir: str, names: Sequence[str], model_type: str,
+                                    original_size: tuple[int, int], seed: int = 0,
+                                    source: str = 'synthetic') -> None:
+    """Random-valued embedding records plus the job's manifest (benchmarks only).
+
+    Decoding cost does not depend on the values, so benchmarks of CPM and SAM
+    refinement use this instead of running the image encoder. The manifest
+    says loudly that the embeddings are random.
+
+    Args:
+        cache_dir: Output folder.
+        names: Image ids.
+        model_type: SAM model type whose embedding shape to use.
+        original_size: ``(H, W)`` recorded for every image.
+        seed: Random seed.
+        source: Who wrote it (goes into the manifest).
+    """
+    from .build import build_sam
+    from .transforms import get_preprocess_shape
+
+    sam = build_sam(model_type, None, device='cpu')
+    img_size = int(sam.image_encoder.img_size)
+    emb_shape, early_shape = embedding_record_shapes(sam, None)
+    del sam
+    key = dict(model_type=model_type, checkpoint_sha256=None, random_init_seed=seed,
+               autocast_dtype=None, img_size=img_size, early_features=False, early_block=None,
+               embedding_shape=emb_shape, early_shape=early_shape, dtype='float16')
+    manifest = make_manifest(EMBEDDING_KIND, EMBEDDING_FORMAT_VERSION, key, dict(
+        images=source, bytes_per_entry=entry_dtype(emb_shape, early_shape).itemsize,
+        warning=f'RANDOM EMBEDDINGS written by {source}'))
+    os.makedirs(cache_dir, exist_ok=True)
+    write_manifest(cache_dir, manifest)
+    input_size = get_preprocess_shape(original_size[0], original_size[1], img_size)
+    rng = np.random.default_rng(seed)
+    for name in names:
+        emb = rng.standard_normal(emb_shape, dtype=np.float32) * 0.5
+        save_entry(osp.join(cache_dir, f'{name}.npy'), emb, input_size, original_size)

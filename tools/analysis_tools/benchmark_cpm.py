@@ -161,38 +161,6 @@ def make_batch(rng: np.random.Generator, names: list[str], crop: int
     return inputs, samples
 
 
-def write_embedding_cache(cache_dir: str, names: list[str], model_type: str,
-                          seed: int) -> None:
-    """Random-valued embedding records for ``names`` plus the job's manifest."""
-    from s2c.sam.build import build_sam
-    from s2c.sam.cache_jobs import embedding_record_shapes, make_manifest, write_manifest
-    from s2c.sam.embedding_cache import (
-        EMBEDDING_FORMAT_VERSION,
-        EMBEDDING_KIND,
-        entry_dtype,
-        save_entry,
-    )
-    from s2c.sam.transforms import get_preprocess_shape
-
-    sam = build_sam(model_type, None, device='cpu')
-    img_size = int(sam.image_encoder.img_size)
-    emb_shape, early_shape = embedding_record_shapes(sam, None)
-    del sam
-    key = dict(model_type=model_type, checkpoint_sha256=None, random_init_seed=seed,
-               autocast_dtype=None, img_size=img_size, early_features=False, early_block=None,
-               embedding_shape=emb_shape, early_shape=early_shape, dtype='float16')
-    manifest = make_manifest(EMBEDDING_KIND, EMBEDDING_FORMAT_VERSION, key, dict(
-        images='synthetic (benchmark_cpm.py)',
-        bytes_per_entry=entry_dtype(emb_shape, early_shape).itemsize,
-        warning='RANDOM EMBEDDINGS written by tools/analysis_tools/benchmark_cpm.py'))
-    write_manifest(cache_dir, manifest)
-    input_size = get_preprocess_shape(ORI_SHAPE[0], ORI_SHAPE[1], img_size)
-    rng = np.random.default_rng(seed)
-    for name in names:
-        emb = rng.standard_normal(emb_shape, dtype=np.float32) * 0.5
-        save_entry(osp.join(cache_dir, f'{name}.npy'), emb, input_size, ORI_SHAPE)
-
-
 # --------------------------------------------------------------------------- timing
 class Timers:
     """Accumulated wall time of wrapped callables (CUDA synchronised)."""
@@ -277,6 +245,7 @@ def build_model(setting: str, args: argparse.Namespace, cache_dir: str | None) -
 
 def run_setting(args: argparse.Namespace) -> dict:
     """Time one setting in this process; returns the result dict."""
+    from s2c.sam.cache_jobs import write_synthetic_embedding_cache
     from s2c.utils import resolve_device
 
     setting = args.setting
@@ -290,7 +259,8 @@ def run_setting(args: argparse.Namespace) -> dict:
     if setting == 'cpm_cached' and cache_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix='s2c-bench-cpm-')
         cache_dir = tmp.name
-        write_embedding_cache(cache_dir, names, args.model_type, args.seed)
+        write_synthetic_embedding_cache(cache_dir, names, args.model_type, ORI_SHAPE,
+                                        args.seed, 'tools/analysis_tools/benchmark_cpm.py')
 
     t_setup = time.perf_counter()
     model = build_model(setting, args, cache_dir).to(device)
@@ -485,8 +455,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix='s2c-bench-cpm-') as tmp:
         cache_dir = None
         if 'cpm_cached' in settings:
+            from s2c.sam.cache_jobs import write_synthetic_embedding_cache
             cache_dir = osp.join(tmp, 'embeddings')
-            write_embedding_cache(cache_dir, names, args.model_type, args.seed)
+            write_synthetic_embedding_cache(cache_dir, names, args.model_type, ORI_SHAPE,
+                                            args.seed, 'tools/analysis_tools/benchmark_cpm.py')
             log(f'wrote a temporary {args.model_type} embedding cache of {len(names)} random '
                 f'records to {cache_dir}')
         for i, setting in enumerate(settings):

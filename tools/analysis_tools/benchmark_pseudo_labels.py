@@ -6,7 +6,10 @@ about 100 segments (uint16 PNG), then runs the real job (:func:`s2c.cam.make_pse
 file reading and PNG writing included) once per method, each in a fresh process, and
 reports images/s and the peak resident memory (psutil RSS of that process and its workers,
 sampled every 10 ms; "RSS before" is the process after importing s2c, mostly torch, which
-``s2c.evaluation`` imports). The data are synthetic, so the numbers measure cost, not quality.
+``s2c.evaluation`` imports). The data are synthetic, so the numbers measure cost, not
+quality. ``sam`` (SAM refinement) reads vit_b-shaped embeddings from a cache of random
+values written before timing starts, as the real method reads the cache of
+``tools/cache_sam_embeddings.py``.
 
 Example::
 
@@ -112,11 +115,29 @@ def _setup_se_merge(data: BenchData) -> dict:
     return dict(bg_threshold=0.25, img_dir=data.img_dir, se_dir=data.se_dir)
 
 
+def _setup_sam(data: BenchData) -> dict:
+    """SAM refinement with vit_b's prompt encoder + mask decoder on cached embeddings.
+
+    The embeddings are random (written once per run, not timed): decoding costs
+    the same whatever their values; the image encoder never runs in this method.
+    """
+    from s2c.sam.cache_jobs import write_synthetic_embedding_cache
+
+    emb_dir = osp.join(data.root, 'sam_embeddings_vit_b')
+    if not osp.isdir(emb_dir):
+        write_synthetic_embedding_cache(emb_dir, data.names, 'vit_b', (data.height, data.width),
+                                        source='benchmark_pseudo_labels.py')
+    cpm = dict(backend=dict(type='sam', model_type='vit_b', checkpoint=None),
+               embedding_dir=emb_dir)
+    return dict(img_dir=data.img_dir, extra=dict(cpm=cpm, device='auto'))
+
+
 #: method name -> function(BenchData) -> make_pseudo_labels keyword arguments.
 METHOD_SETUPS: dict[str, Callable[[BenchData], dict]] = {
     'threshold': _setup_threshold,
     'crf': _setup_crf,
     'se_merge': _setup_se_merge,
+    'sam': _setup_sam,
 }
 
 
