@@ -12,8 +12,11 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from s2c.apis.demo import run_demo  # noqa: E402
 
 DEMO_CONFIGS = {
-    'CAM baseline (configs/cam_demo.py)': 'configs/cam_demo.py',
-    'S2C (configs/s2c_demo.py)': 'configs/s2c_demo.py',
+    'CAM baseline (cam_demo.py)': 'configs/cam_demo.py',
+    '+ SSC on Felzenszwalb segments (no CPM)': dict(
+        config='configs/s2c_demo.py', cfg_options={'model.cpm': None},
+        work_dir='s2c_demo_ssc_only'),
+    'S2C: + SSC + CPM, random tiny SAM (s2c_demo.py)': 'configs/s2c_demo.py',
 }
 
 

@@ -59,12 +59,13 @@ def build_demo_caches(cfg) -> None:
             raise RuntimeError('embedding cache incomplete:\n' + summary.format())
 
 
-def run_demo(configs: dict[str, str], work_root: str = 'work_dirs',
+def run_demo(configs: dict[str, str | dict], work_root: str = 'work_dirs',
              data_root: str = DEMO_ROOT) -> dict[str, float]:
     """Train each demo config and print its CAM mIoU next to the baselines.
 
     Args:
-        configs: Display name -> config path, trained in order.
+        configs: Display name -> config path, or ``dict(config=..., cfg_options=...,
+            work_dir=...)`` for a variant of a config; trained in order.
         work_root: Parent of the work dirs (``<work_root>/<config name>``).
         data_root: Demo dataset root (generated if absent).
 
@@ -73,11 +74,15 @@ def run_demo(configs: dict[str, str], work_root: str = 'work_dirs',
     """
     ensure_demo_data(data_root)
     results, times = {}, {}
-    for name, config in configs.items():
+    for name, entry in configs.items():
         start = time.time()
-        work_dir = osp.join(work_root, osp.splitext(osp.basename(config))[0])
+        entry = dict(config=entry) if isinstance(entry, str) else dict(entry)
+        config = entry['config']
+        work_dir = osp.join(work_root, entry.get('work_dir')
+                            or osp.splitext(osp.basename(config))[0])
         print(f'[demo] training {name}: {config} -> {work_dir}')
-        cfg = build_train_config(config, work_dir=work_dir, data_root=data_root)
+        cfg = build_train_config(config, work_dir=work_dir, data_root=data_root,
+                                 cfg_options=entry.get('cfg_options'))
         build_demo_caches(cfg)
         runner = train(cfg)
         results[name] = float(runner.message_hub.get_scalar('val/cam/mIoU').current())
@@ -85,8 +90,8 @@ def run_demo(configs: dict[str, str], work_root: str = 'work_dirs',
     baselines = demo_baselines(data_root)
     print('\n[demo] CAM mIoU on the demo val split (background threshold searched):')
     for name, miou in results.items():
-        print(f'  {name:<34}{miou:6.2f}   ({times[name] / 60:.1f} min)')
-    print(f'  {"baseline: all background":<34}{baselines["all_background"]:6.2f}')
-    print(f'  {"baseline: labelled class everywhere":<34}{baselines["whole_image"]:6.2f}')
+        print(f'  {name:<44}{miou:6.2f}   ({times[name] / 60:.1f} min)')
+    print(f'  {"baseline: all background":<44}{baselines["all_background"]:6.2f}')
+    print(f'  {"baseline: labelled class everywhere":<44}{baselines["whole_image"]:6.2f}')
     results.update({f'baseline_{k}': v for k, v in baselines.items()})
     return results

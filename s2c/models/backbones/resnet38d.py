@@ -248,7 +248,14 @@ class ResNet38d(BaseModule):
     def init_weights(self) -> None:
         """Kaiming-normal conv init, then the strict ``pretrained`` load when given."""
         if self.pretrained is not None:
-            state = load_torch_file(self.pretrained)
+            try:
+                state = load_torch_file(self.pretrained)
+            except FileNotFoundError as e:
+                raise FileNotFoundError(
+                    f'{e}. Convert the ImageNet weights of PSA/S2C with python '
+                    'tools/model_converters/resnet38d_mxnet2torch.py '
+                    'ilsvrc-cls_rna-a1_cls1000_ep-0001.params ' + self.pretrained
+                    + ' (or set model.backbone.pretrained=None for random init)') from None
             if 'state_dict' in state and isinstance(state['state_dict'], dict):
                 state = state['state_dict']
             load_state_dict_strict(self, state, self.pretrained)
