@@ -370,6 +370,28 @@ def test_cli_exit_status_and_summary(tmp_path):
     assert r.returncode == 2 and 'has no model.cpm block' in r.stderr
 
 
+def test_cli_se_merge_reads_the_se_map_cache_of_the_config(tmp_path):
+    names, d, _ = _make_dataset(str(tmp_path), n=2)
+    (tmp_path / 'list.txt').write_text('\n'.join(names) + '\n')
+    cfg = tmp_path / 'cfg.py'
+    base = (f'train_dataloader = dict(dataset=dict(data_root={str(tmp_path)!r}, '
+            f'ann_file="list.txt", img_dir="img", img_suffix=".jpg"))\n')
+    cfg.write_text(base + f'se_maps = dict(root={d["se"]!r}, provider=dict(type="slic"))\n')
+    out = str(tmp_path / 'out')
+    r = _cli(str(cfg), '--cams', d['cams'], '--out', out, '--method', 'se_merge',
+             '--bg-threshold', '0.5', '--workers', '1')
+    assert r.returncode == 0, r.stderr
+    for name in names:
+        keys, cams = load_cams(osp.join(d['cams'], name + '.npz'))
+        se = cv2.imread(osp.join(d['se'], name + '.png'), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(load_label_png(osp.join(out, name + '.png')),
+                                      se_merge_labels(cams, keys, se, 0.5)[0])
+    cfg.write_text(base)                                   # no se_maps block, no --se-dir
+    r = _cli(str(cfg), '--cams', d['cams'], '--out', str(tmp_path / 'o2'), '--method',
+             'se_merge', '--bg-threshold', '0.5')
+    assert r.returncode == 2 and '--se-dir' in r.stderr
+
+
 def test_visualize_writes_one_grid_per_image(tmp_path):
     names, d, expected = _make_dataset(str(tmp_path), n=2)
     out = str(tmp_path / 'pl')
@@ -377,10 +399,19 @@ def test_visualize_writes_one_grid_per_image(tmp_path):
     r = subprocess.run([sys.executable, osp.join(REPO, 'tools/analysis_tools/visualize.py'),
                         '--img-dir', d['img'], '--cams', d['cams'], '--labels', out,
                         '--gt', out, '--names', *names, 'missing', '--height', '48',
-                        '--out', str(tmp_path / 'vis')], capture_output=True, text=True,
-                       timeout=120)
+                        '--out', str(tmp_path / 'vis'), '--stack', str(tmp_path / 'all.png'),
+                        '--classes', 'disc', 'box', 'triangle'],
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and 'missing' in r.stderr      # one name without an image
     assert sorted(os.listdir(tmp_path / 'vis')) == [n + '.png' for n in names]
+    # --stack: both rows (same width here) with a 4-pixel white gap between them.
+    rows = [np.asarray(Image.open(tmp_path / 'vis' / f'{n}.png').convert('RGB'))
+            for n in names]
+    stacked = np.asarray(Image.open(tmp_path / 'all.png').convert('RGB'))
+    assert stacked.shape == (48 * 2 + 4, rows[0].shape[1], 3)
+    np.testing.assert_array_equal(stacked[:48], rows[0])
+    np.testing.assert_array_equal(stacked[52:], rows[1])
+    assert (stacked[48:52] == 255).all()
     grid = np.asarray(Image.open(tmp_path / 'vis' / 'im_0.png').convert('RGB'))
     # 5 panels of 48 x 64 (image, 2 CAMs, pseudo-label, "GT") with 4-pixel gaps.
     assert grid.shape == (48, 5 * 64 + 4 * 4, 3)

@@ -48,7 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--ignore-below', type=float, metavar='P',
                    help='mark pixels whose score (CAM value / CRF probability / segment '
                    'purity, see s2c.cam.pseudo_labels) is below P as 255')
-    p.add_argument('--se-dir', help='SE map folder (se_merge)')
+    p.add_argument('--se-dir',
+                   help='SE map folder (se_merge; default: the SE-map cache of the config)')
     p.add_argument('--cls-labels', help='PSA-style cls_labels.npy: CAM classes must be present')
     p.add_argument('--num-classes', type=int, default=20, help='foreground classes (VOC 20)')
     p.add_argument('--workers', type=int, default=None,
@@ -81,6 +82,18 @@ def sam_options(cfg: Config, args: argparse.Namespace) -> dict:
     return dict(cpm=cpm, num_classes=args.num_classes, device=args.device)
 
 
+def default_se_dir(cfg: Config, args: argparse.Namespace) -> str | None:
+    """``--se-dir``, else the SE-map cache of the config (``se_maps`` block), else None."""
+    if args.se_dir or cfg.get('se_maps') is None:
+        return args.se_dir
+    from s2c.apis.config import set_data_root
+    from s2c.sam.cache_layout import se_map_cache_dir
+    if args.data_root:
+        set_data_root(cfg, args.data_root)
+    data_root = cfg.get('train_dataloader', {}).get('dataset', {}).get('data_root', '')
+    return se_map_cache_dir(data_root, cfg.se_maps, cfg.get('sam'))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -91,15 +104,17 @@ def main(argv: list[str] | None = None) -> int:
         bg = read_bg_threshold(args.bg_threshold_from) if args.bg_threshold_from else \
             args.bg_threshold
         crf = CRFParams(alpha=args.alpha, iterations=args.crf_iterations)
-        extra, workers = None, args.workers
+        extra, workers, se_dir = None, args.workers, None
         if args.method == 'sam':
             extra = sam_options(cfg, args)
             workers = 1 if workers is None else workers
         elif workers is None:
             workers = min(4, os.cpu_count() or 1)
+        if args.method == 'se_merge':
+            se_dir = default_se_dir(cfg, args)
         summary = make_pseudo_labels(
             args.cams, args.out, names, args.method, img_dir=paths.img_dir,
-            img_suffix=paths.img_suffix, se_dir=args.se_dir, num_classes=args.num_classes,
+            img_suffix=paths.img_suffix, se_dir=se_dir, num_classes=args.num_classes,
             bg_threshold=bg, crf_params=crf, ignore_below=args.ignore_below,
             workers=workers, overwrite=args.overwrite, cls_labels=args.cls_labels, extra=extra)
     except (ValueError, FileNotFoundError) as e:

@@ -90,8 +90,8 @@ def run_demo(configs: dict[str, str | dict], work_root: str = 'work_dirs',
     baselines = demo_baselines(data_root)
     print('\n[demo] CAM mIoU on the demo val split (background threshold searched):')
     for name, miou in results.items():
-        print(f'  {name:<44}{miou:6.2f}   ({times[name] / 60:.1f} min)')
-    print(f'  {"baseline: all background":<44}{baselines["all_background"]:6.2f}')
-    print(f'  {"baseline: labelled class everywhere":<44}{baselines["whole_image"]:6.2f}')
+        print(f'  {name:<50}{miou:6.2f}   ({times[name] / 60:.1f} min)')
+    print(f'  {"baseline: all background":<50}{baselines["all_background"]:6.2f}')
+    print(f'  {"baseline: labelled class everywhere":<50}{baselines["whole_image"]:6.2f}')
     results.update({f'baseline_{k}': v for k, v in baselines.items()})
     return results

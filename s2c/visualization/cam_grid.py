@@ -75,3 +75,28 @@ def render_grid(name: str, img_dir: str, img_suffix: str, cam_dir: str | None,
         grid.paste(t, (x, 0))
         x += t.width + gap
     return grid
+
+
+def stack_rows(rows: list[Image.Image], gap: int = 4) -> Image.Image:
+    """Stack grid rows of possibly different widths into one image, left-aligned.
+
+    Args:
+        rows: Row images (e.g. from :func:`render_grid`), each ``H_i x W_i``.
+        gap: White pixels between rows.
+
+    Returns:
+        PIL.Image.Image: RGB image of size ``(max W_i) x (sum H_i + gap * (n - 1))``.
+
+    Raises:
+        ValueError: When ``rows`` is empty.
+    """
+    if not rows:
+        raise ValueError('stack_rows needs at least one row')
+    width = max(r.width for r in rows)
+    height = sum(r.height for r in rows) + gap * (len(rows) - 1)
+    out = Image.new('RGB', (width, height), (255, 255, 255))
+    y = 0
+    for r in rows:
+        out.paste(r, (0, y))
+        y += r.height + gap
+    return out

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from s2c.datasets.voc12 import read_split
 from s2c.utils import atomic_write
-from s2c.visualization import render_grid
+from s2c.visualization import render_grid, stack_rows
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,7 +39,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     names.add_argument('--split', help='image list file')
     p.add_argument('--max', type=int, default=None, help='first N names only')
     p.add_argument('--height', type=int, default=256, help='panel height in pixels')
+    p.add_argument('--classes', nargs='+', default=None,
+                   help='foreground class names for the CAM captions (default: the 20 VOC '
+                        'classes; the demo: disc box triangle ring)')
     p.add_argument('--out', required=True)
+    p.add_argument('--stack', metavar='FILE',
+                   help='also write all rows stacked into this one PNG (e.g. for a README)')
     return p.parse_args(argv)
 
 
@@ -52,16 +57,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     names = names[:args.max] if args.max else names
     os.makedirs(args.out, exist_ok=True)
-    failed = []
+    failed, rows = [], []
+    names_kw = dict(class_names=tuple(args.classes)) if args.classes else {}
     for name in tqdm(names, desc='visualize', unit='img'):
         try:
             grid = render_grid(name, args.img_dir, args.img_suffix, args.cams, args.labels,
-                               args.gt, args.height)
+                               args.gt, args.height, **names_kw)
         except (FileNotFoundError, ValueError, OSError) as e:
             failed.append(f'{name}: {e}')
             continue
         with atomic_write(osp.join(args.out, name + '.png')) as tmp:
             grid.save(tmp, format='PNG')
+        if args.stack:
+            rows.append(grid)
+    if args.stack and rows:
+        with atomic_write(args.stack) as tmp:
+            stack_rows(rows).save(tmp, format='PNG', optimize=True)
+        print(f'{len(rows)} row(s) stacked into {args.stack}')
     print(f'{len(names) - len(failed)} grid(s) written to {args.out}')
     if failed:
         print(f'{len(failed)} failed:\n  ' + '\n  '.join(failed), file=sys.stderr)
