@@ -29,14 +29,20 @@ def test_missing_cache_stops_before_training_with_command(demo_root, tmp_path):
         train(cfg, cache_cli_args=f'--data-root {demo_root}')
 
 
-def test_ten_iterations_with_all_three_losses(demo_root, tmp_path):
+def _two_epoch_s2c_demo(demo_root, tmp_path, cpm_start_epoch: int):
+    """s2c_demo for 2 x 5 iterations with its caches built under ``tmp_path``."""
     options = dict(FAST, **{'train_cfg.max_epochs': 2, 'train_cfg.val_interval': 2,
-                            'param_scheduler.0.end': 2, 'model.cpm.start_epoch': 0,
+                            'param_scheduler.0.end': 2, 'model.cpm.start_epoch': cpm_start_epoch,
                             'se_maps.root': str(tmp_path / 'se'),
                             'sam_embeddings.root': str(tmp_path / 'emb')})
     cfg = build_train_config(osp.join(REPO, 'configs/s2c_demo.py'), work_dir=str(tmp_path),
                              data_root=demo_root, cfg_options=options)
     _build_caches(cfg)
+    return cfg
+
+
+def test_ten_iterations_with_all_three_losses(demo_root, tmp_path):
+    cfg = _two_epoch_s2c_demo(demo_root, tmp_path, cpm_start_epoch=0)
     runner = train(cfg)
     assert runner.iter == 10
     for key in ('loss_cls', 'loss_ssc', 'loss_cpm'):
@@ -47,13 +53,7 @@ def test_ten_iterations_with_all_three_losses(demo_root, tmp_path):
 
 
 def test_cpm_waits_for_its_start_epoch(demo_root, tmp_path):
-    options = dict(FAST, **{'train_cfg.max_epochs': 2, 'train_cfg.val_interval': 2,
-                            'param_scheduler.0.end': 2, 'model.cpm.start_epoch': 1,
-                            'se_maps.root': str(tmp_path / 'se'),
-                            'sam_embeddings.root': str(tmp_path / 'emb')})
-    cfg = build_train_config(osp.join(REPO, 'configs/s2c_demo.py'), work_dir=str(tmp_path),
-                             data_root=demo_root, cfg_options=options)
-    _build_caches(cfg)
+    cfg = _two_epoch_s2c_demo(demo_root, tmp_path, cpm_start_epoch=1)
     runner = train(cfg)
     history = runner.message_hub.get_scalar('train/loss_cpm').data[0]
     assert len(history) == 5  # logged only once CPM is on (epoch 1: iterations 6-10)

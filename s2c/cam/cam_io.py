@@ -27,6 +27,20 @@ class CamFileError(ValueError):
     """A CAM file exists but cannot be read or does not follow the format."""
 
 
+def _check_cams(path: str, keys: np.ndarray, cams: np.ndarray,
+                error: type[ValueError]) -> None:
+    """Raise ``error`` naming ``path`` unless keys ``(K,)`` and cams ``(K, H, W)`` agree,
+    keys are unique non-negative class indices and every CAM value is finite."""
+    if cams.ndim != 3 or cams.shape[0] != keys.shape[0]:
+        raise error(f'CAM file {path}: cams must be (K, H, W) with K = len(keys) = {len(keys)}, '
+                    f'got shape {cams.shape}')
+    if len(np.unique(keys)) != len(keys) or (keys < 0).any():
+        raise error(f'CAM file {path}: keys must be unique non-negative class indices, '
+                    f'got {keys.tolist()}')
+    if not np.isfinite(cams).all():
+        raise error(f'CAM file {path}: cams contain NaN or inf')
+
+
 def cam_path(cam_dir: str, name: str) -> str:
     """Path of the CAM file of image ``name`` inside ``cam_dir``."""
     return osp.join(cam_dir, name + CAM_SUFFIX)
@@ -52,14 +66,7 @@ def save_cams(path: str, keys: np.ndarray | torch.Tensor | list[int],
         cams = cams.detach().float().cpu().numpy()
     keys = np.asarray(keys, dtype=np.int64).reshape(-1)
     cams = np.asarray(cams, dtype=np.float32)
-    if cams.ndim != 3 or cams.shape[0] != keys.shape[0]:
-        raise ValueError(f'CAMs for {path} must be (K, H, W) with K = len(keys) = {len(keys)}, '
-                         f'got shape {cams.shape}')
-    if len(np.unique(keys)) != len(keys) or (keys < 0).any():
-        raise ValueError(f'CAM keys for {path} must be unique non-negative class indices, '
-                         f'got {keys.tolist()}')
-    if not np.isfinite(cams).all():
-        raise ValueError(f'CAMs for {path} contain NaN or inf')
+    _check_cams(path, keys, cams, ValueError)
     atomic_save_npz(path, keys=keys, cams=np.clip(cams, 0.0, 1.0).astype(np.float16))
 
 
@@ -100,12 +107,5 @@ def load_cams(path: str) -> tuple[np.ndarray, np.ndarray]:
         raise CamFileError(f'CAM file {path}: keys must be a 1-D integer array, '
                            f'got {keys.dtype} {keys.shape}')
     keys = keys.astype(np.int64)
-    if cams.ndim != 3 or cams.shape[0] != keys.shape[0]:
-        raise CamFileError(f'CAM file {path}: cams must be (K, H, W) with K = {len(keys)}, '
-                           f'got {cams.shape}')
-    if len(np.unique(keys)) != len(keys) or (keys < 0).any():
-        raise CamFileError(f'CAM file {path}: keys must be unique non-negative class indices, '
-                           f'got {keys.tolist()}')
-    if not np.isfinite(cams).all():
-        raise CamFileError(f'CAM file {path}: cams contain NaN or inf')
+    _check_cams(path, keys, cams, CamFileError)
     return keys, cams

@@ -56,7 +56,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -65,6 +64,8 @@ import numpy as np
 import psutil
 import torch
 import torch.nn.functional as F
+
+from s2c.utils.profiling import PeakRSS
 
 SETTINGS = ('classifier', 'ssc', 'cpm_cached', 'cpm_online')
 DESCRIPTIONS = {
@@ -194,31 +195,6 @@ class Timers:
         object.__setattr__(obj, attr, timed)
 
 
-class PeakRSS:
-    """Highest RSS (bytes) of this process, sampled by a thread while running."""
-
-    def __init__(self, interval: float = 0.01) -> None:
-        self.interval, self.proc = interval, psutil.Process()
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(self.interval)
-
-    def __enter__(self) -> PeakRSS:
-        self.peak = self.proc.memory_info().rss
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
-
-
 def build_model(setting: str, args: argparse.Namespace, cache_dir: str | None) -> torch.nn.Module:
     """The CAM classifier with the losses of ``setting``."""
     from mmengine.logging import MMLogger
@@ -303,7 +279,7 @@ def run_setting(args: argparse.Namespace) -> dict:
             if timed and it == args.warmup and device.type == 'cuda':
                 torch.cuda.reset_peak_memory_stats()
             if timed and it == args.warmup:
-                rss.peak = psutil.Process().memory_info().rss  # steady state only
+                rss.peak = rss.rss()  # steady state only
             inputs, samples = make_batch(rng, names, args.crop)
             inputs = inputs.to(device)
             labels = torch.stack([s['gt_label'] for s in samples])

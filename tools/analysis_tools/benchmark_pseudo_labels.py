@@ -27,16 +27,16 @@ import os
 import os.path as osp
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import psutil
 from PIL import Image
 from tqdm import tqdm
+
+from s2c.utils.profiling import PeakRSS
 
 
 @dataclass(frozen=True)
@@ -145,34 +145,16 @@ def _run_method(method: str, data: BenchData, workers: int, queue: mp.Queue) -> 
     """Child process: run the job for one method, report time and peak RSS."""
     from s2c.cam import make_pseudo_labels
 
-    proc = psutil.Process()
-    peak = [0]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            try:
-                rss = proc.memory_info().rss + sum(
-                    c.memory_info().rss for c in proc.children(recursive=True))
-            except psutil.Error:
-                rss = proc.memory_info().rss
-            peak[0] = max(peak[0], rss)
-            stop.wait(0.01)
-
     kwargs = METHOD_SETUPS[method](data)
-    base = proc.memory_info().rss
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     out = osp.join(data.root, f'out_{method}')
-    t0 = time.perf_counter()
-    summary = make_pseudo_labels(data.cam_dir, out, data.names, method, workers=workers,
-                                 overwrite=True, progress=False, **kwargs)
-    wall = time.perf_counter() - t0
-    stop.set()
-    sampler.join()
+    with PeakRSS(include_children=True) as mem:
+        t0 = time.perf_counter()
+        summary = make_pseudo_labels(data.cam_dir, out, data.names, method, workers=workers,
+                                     overwrite=True, progress=False, **kwargs)
+        wall = time.perf_counter() - t0
     queue.put(dict(method=method, images=len(summary.done), failed=summary.failures.count,
                    wall_s=wall, images_per_s=len(summary.done) / wall,
-                   peak_rss_mb=peak[0] / 2**20, base_rss_mb=base / 2**20))
+                   peak_rss_mb=mem.peak / 2**20, base_rss_mb=mem.base / 2**20))
 
 
 def benchmark(methods: list[str], num_images: int, workers: int = 1, width: int = 500,

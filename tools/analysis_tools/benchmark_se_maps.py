@@ -24,17 +24,14 @@ than int64 ``.npy``.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import os.path as osp
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 
 import numpy as np
-import psutil
 import torch
 from PIL import Image
 from tqdm import tqdm
@@ -42,6 +39,7 @@ from tqdm import tqdm
 from s2c.registry import SE_PROVIDERS
 from s2c.sam.build import build_sam
 from s2c.sam.se_map import save_se_map
+from s2c.utils.profiling import PeakRSS
 
 DEFAULT_IMAGES = '/work/shared/data/voc12_samples/VOCdevkit/VOC2012/JPEGImages'
 SETTINGS = {
@@ -65,36 +63,6 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-class PeakRSS:
-    """Context manager: peak RSS (bytes) of this process above its value at entry."""
-
-    def __init__(self, interval: float = 0.005) -> None:
-        self.interval, self.proc = interval, psutil.Process()
-        self.peak = self.base = 0
-        self._stop = threading.Event()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(self.interval)
-
-    def __enter__(self) -> PeakRSS:
-        gc.collect()
-        self.base = self.peak = self.proc.memory_info().rss
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    @property
-    def extra(self) -> int:
-        return self.peak - self.base
-
-
 def timed(fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray,
           device: torch.device) -> tuple[np.ndarray, float, int]:
     """Run ``fn(image)``; return (SE map, seconds, peak extra memory in bytes)."""
@@ -102,7 +70,7 @@ def timed(fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray,
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-    with PeakRSS() as mem:
+    with PeakRSS(0.005) as mem:
         t0 = time.perf_counter()
         se = fn(image)
         if device.type == 'cuda':
