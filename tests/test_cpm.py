@@ -131,3 +131,61 @@ def test_make_targets_end_to_end(demo_caches, source):
     loss.backward()
     assert model.fc9.weight.grad is not None
     assert 'backend' not in dict(model.named_modules())  # SAM stays out of the state dict
+
+
+def _cached_cpm(cfg):
+    cpm_cfg = cfg.model.cpm.copy()
+    cpm_cfg.pop('type')
+    cpm_cfg['embedding_source'] = 'cached'
+    return CPM(**cpm_cfg)
+
+
+def test_refine_runs_fp32_inside_autocast(demo_caches):
+    """--amp: CPM's SAM part must not run (or crash) in half precision."""
+    from s2c.cam.inference import batch_multiscale_cams
+    from s2c.registry import MODELS
+    cfg = demo_caches.copy()
+    inputs, samples = _batch(cfg)
+    model = MODELS.build(dict(type='CAMClassifier', backbone=dict(type='ResNet38d', width=0.0625),
+                              num_classes=4, feat_dim=8))
+    model.init_weights()
+    model.eval()
+    cpm = _cached_cpm(cfg)
+    labels = torch.stack([s['gt_label'] for s in samples])
+    with torch.no_grad():
+        cams = batch_multiscale_cams(model, inputs, labels, cpm.scales)
+    reference = cpm.refine(cams, labels, samples)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        under_amp = cpm.refine(cams, labels, samples)
+        model.train()
+        targets = cpm.make_targets(model, inputs, samples, labels)   # MS CAMs in bf16
+    assert torch.equal(under_amp, reference)
+    assert targets.dtype == torch.long and targets.shape == reference.shape
+    assert model.training
+
+
+def test_peaks_in_the_crop_padding_are_not_prompted(demo_caches):
+    cfg = demo_caches.copy()
+    _, samples = _batch(cfg, n=1)
+    cpm = _cached_cpm(cfg)
+    cls = int(torch.nonzero(samples[0]['gt_label'])[0])
+    labels = torch.zeros(1, 4)
+    labels[0, cls] = 1.0                        # one prompt: this class only
+    cams = torch.zeros(1, 4, 128, 128)
+    cams[0, cls] = 0.3
+    cams[0, cls, 64, 64] = 0.9                  # the peak inside the image
+    cams[0, cls, 5, 5] = 1.0                    # the global max, in the padding
+    samples[0]['valid'] = torch.ones(128, 128, dtype=torch.bool)
+    samples[0]['valid'][:20] = False
+    seen = []
+    original = cpm.prompt_peaks
+
+    def spy(c, lab):
+        out = original(c, lab)
+        seen.append(out[2])
+        return out
+
+    cpm.prompt_peaks = spy
+    cpm.refine(cams, labels, samples)
+    (peaks,), = seen
+    assert peaks.tolist() == [[64, 64]]

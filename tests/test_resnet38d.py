@@ -49,6 +49,15 @@ def test_freezing_as_in_s2c():
     assert torch.equal(before, net.b3.bn_branch2a.running_mean)
 
 
+def test_bn_stays_frozen_after_syncbn_conversion():
+    """Multi-GPU runs may convert BN to SyncBatchNorm (not a BatchNorm2d subclass)."""
+    net = nn.SyncBatchNorm.convert_sync_batchnorm(ResNet38d(width=0.125))
+    net.train()
+    sync = [m for m in net.modules() if isinstance(m, nn.SyncBatchNorm)]
+    assert len(sync) > 0 and all(not m.training for m in sync)
+    assert net.b6.dropout_2b1.training
+
+
 def test_unfrozen_bn_for_demo():
     net = ResNet38d(width=0.125, freeze_bn=False, frozen_stages=()).train()
     assert net.conv1a.weight.requires_grad and net.bn7.training

@@ -167,7 +167,7 @@ def batch_multiscale_cams(model: torch.nn.Module, inputs: torch.Tensor, labels: 
     for s in scales:
         x = inputs if s == 1 else F.interpolate(inputs, scale_factor=s, mode='bilinear',
                                                 align_corners=True)
-        cam = model(x, mode='tensor')['cam']
+        cam = model(x, mode='tensor')['cam'].float()  # fp32 sum under AMP autocast
         cam = F.relu(F.interpolate(cam, size=(h, w), mode='bilinear', align_corners=False))
         total = cam if total is None else total + cam
     total = total * labels[:, :, None, None]

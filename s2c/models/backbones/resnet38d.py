@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from s2c.registry import MODELS
 
@@ -279,7 +280,7 @@ class ResNet38d(BaseModule):
                 p.requires_grad = False
         if self.freeze_bn:
             for m in self.modules():
-                if isinstance(m, nn.BatchNorm2d):
+                if isinstance(m, _BatchNorm):  # also SyncBatchNorm
                     for p in m.parameters():
                         p.requires_grad = False
 
@@ -288,7 +289,7 @@ class ResNet38d(BaseModule):
         super().train(mode)
         if self.freeze_bn:
             for m in self.modules():
-                if isinstance(m, nn.BatchNorm2d):
+                if isinstance(m, _BatchNorm):  # also SyncBatchNorm
                     m.eval()
         return self
 

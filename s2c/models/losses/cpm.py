@@ -215,7 +215,7 @@ class CPM(nn.Module):
         """
         was_training = model.training
         model.eval()
-        try:
+        try:  # the CAM forwards may run under AMP autocast (they return fp32)
             cams = batch_multiscale_cams(model, inputs, labels, self.scales)
         finally:
             model.train(was_training)
@@ -238,12 +238,24 @@ class CPM(nn.Module):
 
         Returns:
             torch.Tensor: ``(B, H, W)`` long: classes ``0..C-1``, ``C`` background, 255 ignore.
+
+        Note:
+            Runs in fp32 even inside an AMP autocast region (``--amp``): fp16 SAM
+            outputs are unreliable, and nothing here needs gradients.
         """
+        with torch.autocast(device_type=cams.device.type, enabled=False):
+            return self._refine(cams.float(), labels.float(), data_samples,
+                                None if inputs is None else inputs.float())
+
+    def _refine(self, cams: torch.Tensor, labels: torch.Tensor, data_samples: Sequence[dict],
+                inputs: torch.Tensor | None) -> torch.Tensor:
         b, c, h, w = cams.shape
         device = cams.device
         valid = torch.stack([s['valid'] if 'valid' in s else torch.ones(h, w, dtype=torch.bool)
                              for s in data_samples]).to(device)
-        img_idx, cls_idx, peaks = self.prompt_peaks(cams, labels)
+        # peaks only inside the image: a peak in the crop's padding would map outside
+        # the original image (and SAM's input frame)
+        img_idx, cls_idx, peaks = self.prompt_peaks(cams * valid[:, None], labels)
         if not peaks:
             return torch.where(valid, c, IGNORE).long()
         backend = self.backend(device)

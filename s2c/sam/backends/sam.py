@@ -88,6 +88,6 @@ class SamPromptBackend(PromptBackend):
             sparse, dense = self.prompt_encoder(points=(pts, lab), boxes=None, masks=None)
             out, scores = decode_batched(self.mask_decoder, emb, image_pe, sparse, dense,
                                          prompts.image_index[rows].to(self.device))
-            logits[rows.to(self.device)] = out
-            iou[rows.to(self.device)] = scores
+            logits[rows.to(self.device)] = out.float()  # fp16/bf16 under autocast
+            iou[rows.to(self.device)] = scores.float()
         return MaskPrediction(logits=logits, iou=iou, names=SAM_OUTPUT_NAMES)
