@@ -28,7 +28,9 @@ model = dict(
     # SSC (paper section 3.2): T multiplies the cosine (official T = 1).
     # negatives: 'segments' = softmax over the image's own segments (paper);
     #            'official' = also the uncovered-pixel prototype and zero logits of ids absent
-    #                         from the image (official model_s2c.py).
+    #                         from the crop (official model_s2c.py); it needs the official
+    #                         numbering: add dict(type='RenumberSegmentsBeforeCrop') to
+    #                         train_pipeline right before RandomCrop.
     ssc=dict(type='SSCLoss', temperature=1.0, loss_weight=1.0, negatives='segments'),
     # CPM (paper section 3.3), from the third epoch (0-based epoch 2, official --sstart 2).
     cpm=dict(

@@ -80,3 +80,22 @@ def test_s2c_voc_on_real_samples_with_tiny_sam(voc_samples_root, voc_samples_lab
     for key in ('loss_cls', 'loss_ssc', 'loss_cpm'):  # the random masks make > 1 segment
         history = runner.message_hub.get_scalar(f'train/{key}').data[0]
         assert np.isfinite(history).all() and (history > 0).all(), (key, history)
+
+
+def test_official_ssc_negatives_with_official_numbering(demo_root, tmp_path):
+    from mmengine.config import Config
+    pipeline = Config.fromfile(osp.join(REPO, 'configs/s2c_demo.py')).train_pipeline
+    crop = [t['type'] for t in pipeline].index('RandomCrop')
+    pipeline.insert(crop, dict(type='RenumberSegmentsBeforeCrop'))
+    options = dict(FAST, **{'train_cfg.max_epochs': 1, 'train_cfg.val_interval': 1,
+                            'param_scheduler.0.end': 1, 'model.cpm': None,
+                            'model.ssc.negatives': 'official',
+                            'train_dataloader.dataset.pipeline': pipeline,
+                            'se_maps.root': str(tmp_path / 'se')})
+    cfg = build_train_config(osp.join(REPO, 'configs/s2c_demo.py'), work_dir=str(tmp_path),
+                             data_root=demo_root, cfg_options=options)
+    from s2c.sam.cache_jobs import run_se_map_job
+    assert run_se_map_job(cfg, progress=False, num_workers=0).ok
+    runner = train(cfg)
+    history = runner.message_hub.get_scalar('train/loss_ssc').data[0]
+    assert len(history) == 5 and np.isfinite(history).all() and (history > 0).all()

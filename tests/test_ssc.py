@@ -17,7 +17,7 @@ def _reference(feat, se, temperature=1.0, negatives='segments'):
     total, count = 0.0, 0
     for b in range(feat.shape[0]):
         ids = [k for k in range(1, kmax + 1) if (se[b] == k).any()]
-        if len(ids) < 2:
+        if negatives == 'segments' and len(ids) < 2:
             continue
         protos = {}
         for k in range(0, kmax + 1):
@@ -69,6 +69,42 @@ def test_official_mode_adds_zero_logits_of_absent_ids():
     batch = SSCLoss(negatives='official')(feat, se)
     assert official == pytest.approx(_reference(feat[:1], se[:1], negatives='official'))
     assert batch.item() == pytest.approx(_reference(feat, se, negatives='official'), abs=1e-6)
+
+
+def test_official_numbering_before_the_crop():
+    from s2c.datasets.transforms import PackClsInputs, RenumberSegmentsBeforeCrop
+    from s2c.datasets.transforms.geometry import Geometry
+    se = np.array([[0, 5, 5, 9, 9, 12, 12, 12]] * 4, np.uint16)
+    out = RenumberSegmentsBeforeCrop()(dict(se_map=se))
+    assert out['se_ids'] == 'image'
+    np.testing.assert_array_equal(out['se_map'][0], [0, 1, 1, 2, 2, 3, 3, 3])
+    # no uncovered pixel: the smallest id becomes 0 (ignored), as in the official code
+    no_zero = RenumberSegmentsBeforeCrop()(dict(se_map=se[:, 1:]))['se_map']
+    np.testing.assert_array_equal(no_zero[0], [0, 0, 1, 1, 2, 2, 2])
+    # a crop of the columns 4..7 keeps the image's ids (2, 3), and Pack keeps them
+    results = dict(img=np.zeros((4, 4, 3), np.float32), name='a', img_path='a.jpg',
+                   gt_label=np.zeros(20), ori_shape=(4, 8), geometry=Geometry.identity(4, 8),
+                   se_map=out['se_map'][:, 4:], se_ids='image')
+    sample = PackClsInputs()(results)['data_samples']
+    assert sample['se_ids'] == 'image' and sample['se_map'][0].tolist() == [2, 3, 3, 3]
+    results.pop('se_ids')
+    sample = PackClsInputs()(results)['data_samples']
+    assert sample['se_ids'] == 'crop' and sample['se_map'][0].tolist() == [1, 2, 2, 2]
+
+
+def test_official_mode_with_gaps_single_segments_and_its_pipeline_check():
+    torch.manual_seed(2)
+    feat = torch.randn(2, 3, 2, 4)
+    # official ids with gaps (3 and 5 of a larger image); image 1 has one segment
+    se = torch.tensor([[[3, 3, 5, 5], [0, 3, 5, 5]], [[1, 1, 1, 1], [1, 1, 0, 0]]])
+    got = SSCLoss(negatives='official')(feat, se).item()
+    assert got == pytest.approx(_reference(feat, se, negatives='official'), abs=1e-6)
+    samples = [dict(se_map=se[i]) for i in range(2)]
+    with pytest.raises(ValueError, match='RenumberSegmentsBeforeCrop'):
+        SSCLoss(negatives='official')(feat, samples)
+    for s in samples:
+        s['se_ids'] = 'image'
+    assert SSCLoss(negatives='official')(feat, samples).item() == pytest.approx(got)
 
 
 def test_no_gradient_into_prototypes():

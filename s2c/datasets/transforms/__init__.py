@@ -8,12 +8,13 @@ from .augment import (
                       RandomRescaleLongSide,
                       resize_nearest,
 )
-from .formatting import PackClsInputs, renumber_segments
+from .formatting import PackClsInputs, RenumberSegmentsBeforeCrop, renumber_segments
 from .geometry import Geometry
 from .loading import LoadImageFromFile, LoadSegMap, LoadSEMap, read_rgb_image
 
 __all__ = [
     'ColorJitter', 'Normalize', 'RandomCrop', 'RandomGrayscale', 'RandomHorizontalFlip',
-    'RandomRescaleLongSide', 'resize_nearest', 'PackClsInputs', 'renumber_segments', 'Geometry',
+    'RandomRescaleLongSide', 'resize_nearest', 'PackClsInputs', 'RenumberSegmentsBeforeCrop',
+    'renumber_segments', 'Geometry',
     'LoadImageFromFile', 'LoadSegMap', 'LoadSEMap', 'read_rgb_image'
 ]

@@ -23,14 +23,44 @@ def renumber_segments(se_map: np.ndarray) -> np.ndarray:
 
 
 @TRANSFORMS.register_module()
+class RenumberSegmentsBeforeCrop:
+    """Official S2C segment numbering: over the whole (rescaled, flipped) image, before the crop.
+
+    Official ``voc12/data.py`` (``apply_tf_se``) maps the SE map through
+    ``np.searchsorted(np.unique(se), se)`` after the random rescale and flip and
+    *before* the random crop: ids are ``0..K_image - 1`` in increasing order, so a
+    crop keeps the ids of the whole image (gaps where a segment fell outside the
+    crop), and the smallest id becomes 0 (= ignored) even when the image has no
+    uncovered pixel. With ``SSCLoss(negatives='official')`` the gaps add zero
+    logits to the softmax, as in the official code. Place it between
+    ``RandomHorizontalFlip`` and ``RandomCrop``; :class:`PackClsInputs` then keeps
+    the ids as they are (``data_samples['se_ids'] == 'image'``).
+
+    Required keys: ``se_map`` ``(H, W)`` integer. Modified: ``se_map`` (int64),
+    added: ``se_ids = 'image'``.
+    """
+
+    def __call__(self, results: dict) -> dict:
+        se = results['se_map']
+        results['se_map'] = np.searchsorted(np.unique(se), se).astype(np.int64)
+        results['se_ids'] = 'image'
+        return results
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}()'
+
+
+@TRANSFORMS.register_module()
 class PackClsInputs:
     """Pack ``results`` into ``dict(inputs=..., data_samples=...)``.
 
     ``inputs``: ``(3, H, W)`` float32 tensor. ``data_samples``: a dict with
     ``name``, ``img_path``, ``gt_label`` (``(C,)`` float32 multi-hot),
     ``ori_shape``, ``img_shape``, ``geometry`` and, when present, ``se_map``
-    (``(H, W)`` int64 renumbered 1..K, 0 = none/padding), ``valid`` (``(H, W)``
-    bool non-padding mask) and ``gt_seg`` (``(H, W)`` uint8, evaluation only).
+    (``(H, W)`` int64 renumbered 1..K over the crop, 0 = none/padding; kept as
+    numbered by :class:`RenumberSegmentsBeforeCrop` when that ran) with ``se_ids``
+    (``'crop'`` or ``'image'``), ``valid`` (``(H, W)`` bool non-padding mask) and
+    ``gt_seg`` (``(H, W)`` uint8, evaluation only).
     """
 
     def __call__(self, results: dict) -> dict:
@@ -44,7 +74,10 @@ class PackClsInputs:
                       ori_shape=tuple(results['ori_shape']), img_shape=tuple(img.shape[:2]),
                       geometry=results['geometry'])
         if 'se_map' in results:
-            sample['se_map'] = torch.from_numpy(renumber_segments(results['se_map']))
+            sample['se_ids'] = results.get('se_ids', 'crop')
+            se = results['se_map']
+            se = se.astype(np.int64) if sample['se_ids'] == 'image' else renumber_segments(se)
+            sample['se_map'] = torch.from_numpy(np.ascontiguousarray(se))
         if 'valid' in results:
             sample['valid'] = torch.from_numpy(np.ascontiguousarray(results['valid']))
         if 'gt_seg' in results:

@@ -13,11 +13,16 @@ over the covered pixels (SE map > 0) of images with at least
 (official ``torch_scatter.scatter_mean(feat.detach(), ...)``), so no gradient
 reaches them; ``T`` multiplies the cosine (official ``pred_ssc * self.T``, T = 1).
 
-``negatives='official'`` reproduces two quirks of the official code: the
-mean of the *uncovered* pixels (SE id 0) is a prototype in the softmax, and
-ids that exist in another image of the batch but not in this one add a
-logit of 0 (zero prototype) to the softmax. ``'segments'`` (default) uses
-exactly the segments of the pixel's own image, as the paper describes.
+``negatives='official'`` reproduces the official softmax: the mean of the
+*uncovered* pixels (SE id 0) is a prototype, and every id up to the batch's
+largest that has no pixel in this crop (a segment of this image outside the
+crop, or an id only other images have) adds a logit of 0 (zero prototype).
+That needs the official numbering, over the whole image before the crop:
+put ``RenumberSegmentsBeforeCrop`` before ``RandomCrop`` in the pipeline (the
+loss checks ``data_samples[i]['se_ids'] == 'image'``). As in the official
+code there is no ``min_segments`` guard in this mode. ``'segments'``
+(default) uses exactly the segments of the pixel's own crop, as the paper
+describes.
 """
 from __future__ import annotations
 
@@ -62,7 +67,8 @@ class SSCLoss(nn.Module):
     Args:
         temperature: Multiplier of the cosine logits (official ``T`` = 1).
         loss_weight: Loss weight (S2C: 1).
-        min_segments: Images with fewer segments in the crop contribute nothing.
+        min_segments: Images with fewer segments in the crop contribute nothing
+            (``'segments'`` mode only).
         negatives: ``'segments'`` (paper, default) or ``'official'`` (see module doc).
     """
 
@@ -91,6 +97,7 @@ class SSCLoss(nn.Module):
 
         Raises:
             KeyError: When a data sample has no ``se_map`` (SE maps not loaded).
+            ValueError: ``negatives='official'`` with SE maps renumbered per crop.
         """
         if isinstance(data_samples, torch.Tensor):
             se = data_samples.long()
@@ -98,6 +105,12 @@ class SSCLoss(nn.Module):
             if any('se_map' not in s for s in data_samples):
                 raise KeyError('SSC needs SE maps: add LoadSEMap to the training pipeline and '
                                'se_map_dir to the dataset (see configs/s2c_voc.py)')
+            if self.negatives == 'official' and any(
+                    s.get('se_ids', 'crop') != 'image' for s in data_samples):
+                raise ValueError(
+                    "SSCLoss(negatives='official') needs the official segment numbering: add "
+                    "dict(type='RenumberSegmentsBeforeCrop') to the training pipeline right "
+                    "before RandomCrop")
             se = torch.stack([s['se_map'] for s in data_samples]).long()
         se = se.to(feat.device)
         size = tuple(crop_size) if crop_size is not None else tuple(se.shape[-2:])
@@ -108,7 +121,8 @@ class SSCLoss(nn.Module):
         b, slots = counts.shape
         present = counts > 0
         num_segments = present[:, 1:].sum(dim=1)
-        keep_image = num_segments >= self.min_segments
+        min_segments = self.min_segments if self.negatives == 'segments' else 0
+        keep_image = num_segments >= min_segments
         target = se.clone()
         target[~keep_image] = 0
         if not bool((target > 0).any()):
