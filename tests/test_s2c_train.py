@@ -29,6 +29,20 @@ def test_missing_cache_stops_before_training_with_command(demo_root, tmp_path):
         train(cfg, cache_cli_args=f'--data-root {demo_root}')
 
 
+def test_incomplete_cache_stops_before_training(demo_root, tmp_path):
+    """A sharded/killed cache job must not surface as a KeyError epochs later."""
+    from s2c.sam.cache_jobs import run_embedding_job, run_se_map_job
+    cfg = build_train_config(osp.join(REPO, 'configs/s2c_demo.py'), work_dir=str(tmp_path),
+                             data_root=demo_root,
+                             cfg_options={'se_maps.root': str(tmp_path / 'se'),
+                                          'sam_embeddings.root': str(tmp_path / 'emb')})
+    assert run_se_map_job(cfg, progress=False, num_workers=0).ok
+    assert run_embedding_job(cfg, shard=(0, 2), progress=False, num_workers=0).ok
+    with pytest.raises(MissingCacheError, match=r'(?s)SAM embeddings .* incomplete: 8 of 16 '
+                                                r'.*python tools/cache_sam_embeddings.py'):
+        train(cfg)
+
+
 def _two_epoch_s2c_demo(demo_root, tmp_path, cpm_start_epoch: int):
     """s2c_demo for 2 x 5 iterations with its caches built under ``tmp_path``."""
     options = dict(FAST, **{'train_cfg.max_epochs': 2, 'train_cfg.val_interval': 2,

@@ -103,5 +103,14 @@ def test_train_cli_accepts_both_local_rank_spellings():
     a = tool.parse_args(['configs/cam_demo.py', '--local_rank', '1'])
     b = tool.parse_args(['configs/cam_demo.py', '--local-rank', '2', '--resume'])
     assert a.local_rank == 1 and b.local_rank == 2 and b.resume == 'auto'
+    # --cfg-options values written back into the suggested cache command parse again
+    c = tool.parse_args(['configs/cam_demo.py', '--cfg-options', 'model.cpm.scales=[0.5, 1.0]',
+                         'a.b=(1,2)', 'c=None'])
+    tokens = [tool.shlex.quote(f'{k}={tool.cfg_option_value(v)}')
+              for k, v in c.cfg_options.items()]
+    assert tokens == ["'model.cpm.scales=[0.5,1.0]'", "'a.b=(1,2)'", 'c=None']
+    again = tool.parse_args(['configs/cam_demo.py', '--cfg-options',
+                             *tool.shlex.split(' '.join(tokens))])
+    assert again.cfg_options == c.cfg_options
     cfg = build_train_config(osp.join(REPO, 'configs/cam_demo.py'))
     assert cfg.work_dir == osp.join('work_dirs', 'cam_demo')

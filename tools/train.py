@@ -8,6 +8,7 @@ Multi-GPU: torchrun --nproc_per_node=N tools/train.py CONFIG --launcher pytorch
 import argparse
 import os
 import os.path as osp
+import shlex
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -36,6 +37,14 @@ def parse_args(argv=None):
     return args
 
 
+def cfg_option_value(value) -> str:
+    """``value`` written back in ``--cfg-options`` syntax (lists as ``[a,b]``, no spaces)."""
+    if isinstance(value, (list, tuple)):
+        inner = ','.join(cfg_option_value(v) for v in value)
+        return f'[{inner}]' if isinstance(value, list) else f'({inner})'
+    return str(value)
+
+
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_train_config(args.config, work_dir=args.work_dir, resume=args.resume,
@@ -46,7 +55,7 @@ def main(argv=None):
         cache_args.append(f'--data-root {args.data_root}')
     if args.cfg_options:
         cache_args.append('--cfg-options ' + ' '.join(
-            f'{k}={v}' for k, v in args.cfg_options.items()))
+            shlex.quote(f'{k}={cfg_option_value(v)}') for k, v in args.cfg_options.items()))
     train(cfg, cache_cli_args=' '.join(cache_args))
 
 

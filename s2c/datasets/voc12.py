@@ -36,7 +36,7 @@ def read_split(path: str) -> list[str]:
             '<data_root>/ImageSets/Segmentation/ (train_aug.txt is written by '
             'tools/dataset_converters/voc12.py ROOT --sbd SBD_ROOT).')
     names = []
-    with open(path) as f:
+    with open(path, encoding='utf-8-sig') as f:  # -sig: a BOM (Windows editors) is dropped
         for line in f:
             token = line.strip().split(' ')[0] if line.strip() else ''
             if token:
