@@ -91,3 +91,81 @@ def test_official_checkpoint_accepted(tmp_path):
     with pytest.raises(KeyError, match='missing'):
         torch.save({'state_dict': {'fc9.weight': model.fc9.weight}}, tmp_path / 'bad.pth')
         build_classifier(cfg, str(tmp_path / 'bad.pth'), device='cpu')
+
+
+def _demo_cfg(demo_root, tmp_path):
+    from mmengine.config import Config
+
+    from s2c.apis.config import set_data_root
+    cfg = Config.fromfile(osp.join(REPO, 'configs/cam_demo.py'))
+    set_data_root(cfg, demo_root)
+    cfg.model.backbone.width = 0.0625
+    cfg.model.feat_dim = 8
+    cfg.work_dir = str(tmp_path / 'work')
+    return cfg
+
+
+def _checkpoint(path, seed):
+    torch.manual_seed(seed)
+    model = CAMClassifier(backbone=dict(type='ResNet38d', width=0.0625), num_classes=4,
+                          feat_dim=8)
+    model.init_weights()
+    torch.save({'state_dict': model.state_dict()}, path)
+    return str(path)
+
+
+def test_cam_folder_is_keyed_by_checkpoint_and_views(demo_root, tmp_path):
+    from s2c.apis.test import run_cam_inference
+    from s2c.cam import CamManifestMismatch, read_cam_manifest
+    cfg = _demo_cfg(demo_root, tmp_path)
+    a, b = _checkpoint(tmp_path / 'a.pth', 0), _checkpoint(tmp_path / 'b.pth', 1)
+    out = str(tmp_path / 'cams')
+    kw = dict(split='val', out_dir=out, scales=(1.0,), flip=False, device='cpu')
+    first = run_cam_inference(cfg, a, **kw)
+    assert first['done'] == 4 and first['eval']['scored'] == 4
+    keys, cams_a = load_cams(osp.join(out, 'demo_00016.npz'))
+    assert read_cam_manifest(out)['scales'] == [1.0]
+    assert run_cam_inference(cfg, a, **kw)['skipped'] == 4          # resume: same maker
+    with pytest.raises(CamManifestMismatch, match='checkpoint_sha256'):
+        run_cam_inference(cfg, b, **kw)                             # another checkpoint
+    with pytest.raises(CamManifestMismatch, match='flip'):
+        run_cam_inference(cfg, a, **dict(kw, flip=True))
+    again = run_cam_inference(cfg, b, **dict(kw, overwrite=True))
+    assert again['done'] == 4
+    _, cams_b = load_cams(osp.join(out, 'demo_00016.npz'))
+    assert not np.array_equal(cams_a, cams_b)
+    import os
+    os.remove(osp.join(out, 'cams_manifest.json'))                  # CAMs of unknown origin
+    with pytest.raises(CamManifestMismatch, match='unknown origin'):
+        run_cam_inference(cfg, b, **kw)
+
+
+def test_no_label_image_and_missing_ground_truth(demo_root, tmp_path):
+    import json
+
+    from s2c.apis.test import run_cam_inference
+    from s2c.cam import read_bg_threshold
+    from s2c.datasets import load_cls_labels
+    cfg = _demo_cfg(demo_root, tmp_path)
+    labels = load_cls_labels(osp.join(demo_root, 'cls_labels.npy'))
+    labels['demo_00016'] = np.zeros_like(labels['demo_00016'])     # no foreground class
+    np.save(tmp_path / 'labels.npy', labels)
+    cfg.test_dataloader.dataset.cls_labels = str(tmp_path / 'labels.npy')
+    cfg.test_dataloader.dataset.seg_dir = str(tmp_path / 'no_gt')  # train_aug-like: no GT
+    out = str(tmp_path / 'cams')
+    s = run_cam_inference(cfg, _checkpoint(tmp_path / 'a.pth', 0), split='val', out_dir=out,
+                          scales=(1.0,), flip=False, device='cpu')
+    assert s['done'] == 4 and not s['failed']
+    keys, cams = load_cams(osp.join(out, 'demo_00016.npz'))
+    w, h = Image.open(osp.join(demo_root, 'JPEGImages', 'demo_00016.jpg')).size
+    assert keys.shape == (0,) and cams.shape == (0, h, w)
+    (tmp_path / 'no_gt').mkdir()
+    s = run_cam_inference(cfg, _checkpoint(tmp_path / 'a.pth', 0), split='val', out_dir=out,
+                          scales=(1.0,), flip=False, device='cpu')
+    ev = s['eval']
+    assert ev['scored'] == 0 and len(ev['no_gt']) == 4 and not ev['failed']
+    assert ev['bg_threshold'] is None
+    with open(osp.join(out, 'cam_eval.json')) as f:
+        assert json.load(f)['bg_threshold'] is None
+    with pytest.raises(ValueError, match='finite'):
+        read_bg_threshold(osp.join(out, 'cam_eval.json'))

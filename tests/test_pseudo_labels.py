@@ -329,6 +329,13 @@ def test_dataset_paths_from_config(tmp_path):
     assert dataset_paths(ds, split=str(tmp_path / 'x.txt')).split_file == str(tmp_path / 'x.txt')
     with pytest.raises(ValueError, match='data-root'):
         dataset_paths({})
+    with pytest.raises(FileNotFoundError, match='split list /x/val.txt not found'):
+        dataset_paths(ds, split='/x/val.txt')
+    # the dataset's cls_labels.npy, when it exists, lets the job check CAM classes
+    assert p.cls_labels is None
+    np.save(tmp_path / 'cls_labels.npy', {'a': np.ones(20, np.float32)})
+    assert dataset_paths(dict(data_root=str(tmp_path), ann_file='x.txt')).cls_labels == \
+        str(tmp_path / 'cls_labels.npy')
 
 
 def test_job_usage_errors(tmp_path):
@@ -419,3 +426,23 @@ def test_visualize_writes_one_grid_per_image(tmp_path):
     # below the caption box (top 16 rows).
     last = grid[:, -64:][::4, ::4]
     np.testing.assert_array_equal(last[5:], VOC_PALETTE[expected['im_0'][5:]])
+
+
+def test_job_refuses_labels_from_other_cams(tmp_path):
+    from s2c.cam import cam_manifest, prepare_cam_dir
+    names, d, _ = _make_dataset(str(tmp_path / 'a'), n=2)
+    _, d2, _ = _make_dataset(str(tmp_path / 'b'), n=2, seed=1)
+    out = str(tmp_path / 'pl')
+    kw = dict(bg_threshold=0.5, progress=False)
+    assert make_pseudo_labels(d['cams'], out, names, 'threshold', **kw).ok
+    with pytest.raises(ValueError, match='other CAMs'):
+        make_pseudo_labels(d2['cams'], out, names, 'threshold', **kw)
+    # CAM folders with a manifest are identified by its id, wherever they are
+    prepare_cam_dir(d['cams'], cam_manifest('0' * 64, [1.0], True), overwrite=True)
+    out2 = str(tmp_path / 'pl2')
+    assert make_pseudo_labels(d['cams'], out2, names, 'threshold', **kw).ok
+    with open(osp.join(out2, 'pseudo_labels.json')) as f:
+        assert json.load(f)['cams'] == cam_manifest('0' * 64, [1.0], True)['id']
+    assert make_pseudo_labels(d['cams'], out2, names, 'threshold', **kw).skipped == names
+    with pytest.raises(ValueError, match='other CAMs'):
+        make_pseudo_labels(d2['cams'], out2, names, 'threshold', **kw)

@@ -50,7 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    'purity, see s2c.cam.pseudo_labels) is below P as 255')
     p.add_argument('--se-dir',
                    help='SE map folder (se_merge; default: the SE-map cache of the config)')
-    p.add_argument('--cls-labels', help='PSA-style cls_labels.npy: CAM classes must be present')
+    p.add_argument('--cls-labels',
+                   help="PSA-style cls_labels.npy: a CAM class the image lacks is a failure "
+                        "(default: the config dataset's cls_labels.npy when it exists)")
     p.add_argument('--num-classes', type=int, default=20, help='foreground classes (VOC 20)')
     p.add_argument('--workers', type=int, default=None,
                    help='processes (default: 4 on CPU; 1 for sam, whose decoder is per process)')
@@ -116,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             args.cams, args.out, names, args.method, img_dir=paths.img_dir,
             img_suffix=paths.img_suffix, se_dir=se_dir, num_classes=args.num_classes,
             bg_threshold=bg, crf_params=crf, ignore_below=args.ignore_below,
-            workers=workers, overwrite=args.overwrite, cls_labels=args.cls_labels, extra=extra)
+            workers=workers, overwrite=args.overwrite,
+            cls_labels=args.cls_labels or paths.cls_labels, extra=extra)
     except (ValueError, FileNotFoundError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

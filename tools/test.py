@@ -40,15 +40,28 @@ def main(argv=None):
         set_data_root(cfg, args.data_root)
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(args.config))[0])
-    summary = run_cam_inference(cfg, args.checkpoint, split=args.split, out_dir=args.out,
-                                scales=args.scales, flip=not args.no_flip,
-                                overwrite=args.overwrite, device=args.device)
+    try:
+        summary = run_cam_inference(cfg, args.checkpoint, split=args.split, out_dir=args.out,
+                                    scales=args.scales, flip=not args.no_flip,
+                                    overwrite=args.overwrite, device=args.device)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        sys.exit(2)
     print(f'CAMs in {summary["out_dir"]}: {summary["done"]} written, {summary["skipped"]} '
           f'already there, {len(summary["failed"])} failed ({summary["seconds"]:.1f} s)')
     if 'eval' in summary:
         ev = summary['eval']
-        print(ev['table'])
-        print(f'CAM mIoU {ev["miou"]:.2f} at background threshold {ev["bg_threshold"]:.2f}')
+        if ev['scored']:
+            print(ev['table'])
+            print(f'CAM mIoU {ev["miou"]:.2f} at background threshold {ev["bg_threshold"]:.2f} '
+                  f'({ev["scored"]} images scored)')
+        else:
+            print('CAM mIoU: no image of the split has a ground-truth PNG; nothing scored '
+                  '(bg_threshold null in cam_eval.json)')
+        if ev['no_gt']:
+            shown = ', '.join(ev['no_gt'][:3]) + (' ...' if len(ev['no_gt']) > 3 else '')
+            print(f'  {len(ev["no_gt"])} image(s) without ground truth, not scored (normal for '
+                  f'train_aug): {shown}')
         for name, reason in ev['failed'].items():
             print(f'  not evaluated: {name}: {reason}')
     for name, reason in summary['failed'].items():

@@ -1,18 +1,18 @@
 """CAM inference entry point behind ``tools/test.py``."""
 from __future__ import annotations
 
-import os
 import os.path as osp
 from collections.abc import Sequence
 
 import torch
 from mmengine.config import Config
 
+from s2c.cam.cam_io import cam_manifest, prepare_cam_dir
 from s2c.cam.inference import evaluate_cam_dir, infer_cam_dir, save_json
 from s2c.datasets import load_cls_labels, read_split
 from s2c.models.backbones.resnet38d import load_torch_file
 from s2c.registry import MODELS
-from s2c.utils import resolve_device
+from s2c.utils import file_sha256, resolve_device
 
 
 def build_classifier(cfg: Config, checkpoint: str, device: str | torch.device = 'auto'):
@@ -60,6 +60,11 @@ def run_cam_inference(cfg: Config, checkpoint: str, *, split: str = 'train',
         device: ``'auto'``, ``'cpu'`` or ``'cuda'``.
         evaluate: Score against ``SegmentationClass`` when it exists.
 
+    Raises:
+        FileNotFoundError: Missing checkpoint, split list or ``cls_labels``.
+        s2c.cam.CamManifestMismatch: ``out_dir`` holds CAMs of another checkpoint
+            or other scales/flip (or of unknown origin) and ``overwrite`` is False.
+
     Returns:
         dict: Inference summary (``done``/``skipped``/``failed``) and, when
         evaluated, the :func:`~s2c.cam.inference.evaluate_cam_dir` result under ``eval``
@@ -75,8 +80,9 @@ def run_cam_inference(cfg: Config, checkpoint: str, *, split: str = 'train',
     if out_dir is None:
         work_dir = cfg.get('work_dir') or osp.join('work_dirs', 'cams')
         out_dir = osp.join(work_dir, f'cams_{osp.splitext(osp.basename(list_file))[0]}')
-    os.makedirs(out_dir, exist_ok=True)
     model = build_classifier(cfg, checkpoint, device)
+    # the folder is keyed by what makes the CAMs: never resume into another model's CAMs
+    prepare_cam_dir(out_dir, cam_manifest(file_sha256(checkpoint), scales, flip), overwrite)
     img_dir = osp.join(root, ds.get('img_dir', 'JPEGImages'))  # join keeps absolute paths
     summary = infer_cam_dir(model, names, img_dir, labels, out_dir,
                             img_suffix=ds.get('img_suffix', '.jpg'), scales=scales, flip=flip,
@@ -92,7 +98,8 @@ def run_cam_inference(cfg: Config, checkpoint: str, *, split: str = 'train',
         result = evaluate_cam_dir(out_dir, gt_dir, ok, num_classes=len(classes) + 1,
                                   class_names=classes)
         save_json(osp.join(out_dir, 'cam_eval.json'),
-                  {k: v for k, v in result.items() if k != 'table'}
-                  | dict(checkpoint=checkpoint, split=split, scales=list(scales), flip=flip))
+                  {k: v for k, v in result.items() if k not in ('table', 'no_gt')}
+                  | dict(checkpoint=checkpoint, split=split, scales=list(scales), flip=flip,
+                         num_no_gt=len(result['no_gt'])))
         summary['eval'] = result
     return summary

@@ -12,13 +12,16 @@ of shape ``(0, H, W)``. Files are written atomically (temp file + rename).
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import os.path as osp
 import zipfile
 
 import numpy as np
 import torch
 
-from s2c.utils import atomic_save_npz
+from s2c.utils import atomic_save_npz, atomic_write
 
 CAM_SUFFIX = '.npz'
 
@@ -109,3 +112,67 @@ def load_cams(path: str) -> tuple[np.ndarray, np.ndarray]:
     keys = keys.astype(np.int64)
     _check_cams(path, keys, cams, CamFileError)
     return keys, cams
+
+
+CAM_MANIFEST_NAME = 'cams_manifest.json'
+CAM_MANIFEST_VERSION = 1
+
+
+class CamManifestMismatch(ValueError):
+    """A CAM folder holds CAMs made by another checkpoint or with other settings."""
+
+
+def cam_manifest(checkpoint_sha256: str, scales: list[float] | tuple[float, ...],
+                 flip: bool) -> dict:
+    """What produced a CAM folder: checkpoint SHA-256, inference scales, flip.
+
+    Returns:
+        dict: ``format_version``, ``checkpoint_sha256``, ``scales`` (list of float),
+        ``flip`` and ``id`` (a short hash of the other fields, recorded by the
+        pseudo-label job to tie its outputs to these CAMs).
+    """
+    key = dict(format_version=CAM_MANIFEST_VERSION, checkpoint_sha256=checkpoint_sha256,
+               scales=[float(s) for s in scales], flip=bool(flip))
+    key['id'] = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return key
+
+
+def read_cam_manifest(cam_dir: str) -> dict | None:
+    """``<cam_dir>/cams_manifest.json`` as a dict, or ``None`` when absent or unreadable."""
+    path = osp.join(cam_dir, CAM_MANIFEST_NAME)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def prepare_cam_dir(cam_dir: str, manifest: dict, overwrite: bool = False) -> None:
+    """Create ``cam_dir`` and claim it for ``manifest`` (see :func:`cam_manifest`).
+
+    Existing CAM files are only reused (resume) when the folder's manifest is the
+    same; CAMs of another checkpoint, other scales or flip setting, or of unknown
+    origin (``.npz`` files without a manifest) are refused unless ``overwrite``
+    (which recomputes every listed image).
+
+    Raises:
+        CamManifestMismatch: Naming the folder, the differences and the fix.
+    """
+    os.makedirs(cam_dir, exist_ok=True)
+    old = read_cam_manifest(cam_dir)
+    if not overwrite:
+        if old is not None:
+            diffs = [f'{k}: {old.get(k)!r} -> {manifest[k]!r}' for k in
+                     ('checkpoint_sha256', 'scales', 'flip', 'format_version')
+                     if old.get(k) != manifest[k]]
+            if diffs:
+                raise CamManifestMismatch(
+                    f'{cam_dir} holds CAMs made differently ({"; ".join(diffs)}); pass another '
+                    '--out, or --overwrite to recompute them.')
+        elif any(e.name.endswith(CAM_SUFFIX) for e in os.scandir(cam_dir)):
+            raise CamManifestMismatch(
+                f'{cam_dir} holds CAM files of unknown origin (no {CAM_MANIFEST_NAME}); pass '
+                'another --out, or --overwrite to recompute them.')
+    with atomic_write(osp.join(cam_dir, CAM_MANIFEST_NAME)) as tmp, open(tmp, 'w') as f:
+        json.dump(manifest, f, indent=2)

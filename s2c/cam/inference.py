@@ -60,6 +60,8 @@ def multiscale_cams(model: torch.nn.Module, image: np.ndarray, labels: np.ndarra
     h, w = image.shape[:2]
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.float32)
     keys = torch.nonzero(labels > 0.5).flatten()
+    if keys.numel() == 0:  # no foreground class: an empty CAM file, no forward pass
+        return np.zeros(0, np.int64), np.zeros((0, h, w), np.float32)
     total = None
     pil = Image.fromarray(image)
     for s in scales:
@@ -82,7 +84,9 @@ def infer_cam_dir(model: torch.nn.Module, names: Sequence[str], img_dir: str,
     """Write ``<out_dir>/<name>.npz`` CAMs for ``names``; existing files are skipped.
 
     Returns:
-        dict: ``done``, ``skipped``, ``failed`` (name -> reason), ``seconds``.
+        dict: ``done``, ``skipped``, ``failed`` (name -> reason), ``seconds``. An
+        image that cannot be read or whose forward pass fails (e.g. out of GPU
+        memory) is recorded in ``failed`` and the others go on.
     """
     model.eval()
     done, skipped, failed = 0, 0, {}
@@ -100,7 +104,13 @@ def infer_cam_dir(model: torch.nn.Module, names: Sequence[str], img_dir: str,
         except (FileNotFoundError, ValueError) as e:
             failed[name] = str(e)
             continue
-        keys, cams = multiscale_cams(model, image, cls_labels[name], scales, flip)
+        try:
+            keys, cams = multiscale_cams(model, image, cls_labels[name], scales, flip)
+        except (RuntimeError, ValueError) as e:  # e.g. CUDA out of memory on a huge image
+            failed[name] = f'CAM inference failed: {type(e).__name__}: {e}'
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
         save_cams(path, keys, cams)
         done += 1
     return dict(done=done, skipped=skipped, failed=failed, seconds=time.time() - start)
@@ -112,23 +122,32 @@ def evaluate_cam_dir(cam_dir: str, gt_dir: str, names: Sequence[str], num_classe
     """CAM mIoU with the background-threshold search over saved CAM files.
 
     Returns:
-        dict: ``bg_threshold``, ``miou`` (percent), ``mprecision``, ``mrecall``,
+        dict: ``bg_threshold`` (``None`` when no image could be scored),
+        ``miou`` (percent, NaN when none), ``mprecision``, ``mrecall``,
         ``per_class_iou`` (name -> percent), ``miou_per_threshold``, ``table``
-        (text) and ``failed`` (name -> reason for images left out).
+        (text), ``scored`` (count), ``no_gt`` (names without a ground-truth
+        PNG, e.g. the SBD part of train_aug: not scored, not an error) and
+        ``failed`` (name -> reason for images left out by an error).
     """
     search = ThresholdSearch(num_classes, thresholds)
-    failed = {}
+    failed, no_gt, scored = {}, [], 0
     for name in tqdm(names, desc='CAM mIoU'):
+        gt_path = osp.join(gt_dir, name + '.png')
+        if not osp.isfile(gt_path):
+            no_gt.append(name)
+            continue
         try:
             keys, cams = load_cams(cam_path(cam_dir, name))
-            gt = load_label_png(osp.join(gt_dir, name + '.png'))
+            gt = load_label_png(gt_path)
             search.update(cams, keys, gt)
+            scored += 1
         except (FileNotFoundError, ValueError) as e:
             failed[name] = str(e)
     best = search.result()
     scores = best['scores']
     names_all = ['background'] + list(class_names or [str(i) for i in range(1, num_classes)])
-    return dict(bg_threshold=best['threshold'], miou=100 * scores['miou'],
+    return dict(bg_threshold=best['threshold'] if scored else None, scored=scored, no_gt=no_gt,
+                miou=100 * scores['miou'] if scored else float('nan'),
                 mprecision=100 * scores['mprecision'], mrecall=100 * scores['mrecall'],
                 per_class_iou={n: 100 * float(v) for n, v in zip(names_all, scores['iou'])},
                 miou_per_threshold={f'{t:.2f}': 100 * float(m) for t, m in

@@ -15,6 +15,7 @@ decorated with :func:`register_label_method`.
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing as mp
 import os
 import os.path as osp
@@ -32,7 +33,7 @@ from s2c.evaluation.seg_eval import FailureLog
 from s2c.sam.se_map import load_se_map
 from s2c.utils import atomic_write, save_label_png
 
-from .cam_io import CamFileError, cam_path, load_cams
+from .cam_io import CamFileError, cam_path, load_cams, read_cam_manifest
 from .crf import CRFParams
 from .pseudo_labels import apply_ignore, crf_labels, se_merge_labels, threshold_labels
 
@@ -204,11 +205,13 @@ def read_bg_threshold(path: str) -> float:
         if isinstance(scope, dict):
             for key in ('bg_threshold', 'threshold'):
                 value = scope.get(key)
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if isinstance(value, (int, float)) and not isinstance(value, bool) \
+                        and math.isfinite(value):
                     return float(value)
     keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-    raise ValueError(f'{path} has no numeric "bg_threshold" or "threshold" (keys: {keys}); '
-                     'pass --bg-threshold T instead.')
+    raise ValueError(f'{path} has no finite "bg_threshold" or "threshold" (keys: {keys}; '
+                     'tools/test.py writes null when no image had ground truth); pass '
+                     '--bg-threshold T instead.')
 
 
 def load_cls_labels(source: str | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -232,12 +235,14 @@ class DatasetPaths:
         split_file: Image list (read with :func:`s2c.datasets.voc12.read_split`).
         img_dir: Image folder.
         img_suffix: Image file suffix (``.jpg``).
+        cls_labels: The dataset's ``cls_labels.npy`` when that file exists, else ``None``.
     """
 
     data_root: str
     split_file: str
     img_dir: str
     img_suffix: str
+    cls_labels: str | None = None
 
 
 def dataset_paths(dataset_cfg: Mapping[str, Any], *, split: str | None = None,
@@ -258,6 +263,7 @@ def dataset_paths(dataset_cfg: Mapping[str, Any], *, split: str | None = None,
 
     Raises:
         ValueError: When no data root or image list can be determined.
+        FileNotFoundError: ``split`` looks like a file path but does not exist.
     """
     ds: Any = dataset_cfg
     while isinstance(ds, Mapping) and 'data_root' not in ds and 'dataset' in ds:
@@ -272,6 +278,9 @@ def dataset_paths(dataset_cfg: Mapping[str, Any], *, split: str | None = None,
         return p if osp.isabs(p) else osp.join(root, p)
 
     if split is not None:
+        if not osp.isfile(split) and (split.endswith('.txt') or os.sep in split):
+            raise FileNotFoundError(f'split list {split} not found (pass an existing list file '
+                                    'or a split name such as train or val)')
         split_file = split if osp.isfile(split) else \
             osp.join(root, 'ImageSets', 'Segmentation', split + '.txt')
     elif ds.get('ann_file'):
@@ -279,8 +288,10 @@ def dataset_paths(dataset_cfg: Mapping[str, Any], *, split: str | None = None,
     else:
         raise ValueError('no image list: the dataset config has no ann_file; pass --split')
     images = img_dir or under_root(ds.get('img_dir', 'JPEGImages'))
+    cls_labels = under_root(ds.get('cls_labels') or 'cls_labels.npy')
     return DatasetPaths(data_root=root, split_file=split_file, img_dir=images,
-                        img_suffix=ds.get('img_suffix', '.jpg'))
+                        img_suffix=ds.get('img_suffix', '.jpg'),
+                        cls_labels=cls_labels if osp.isfile(cls_labels) else None)
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -395,7 +406,8 @@ def _pool_context() -> mp.context.BaseContext:
     return mp.get_context('spawn')
 
 
-def _manifest(method: str, spec: LabelMethod, options: PseudoLabelOptions) -> dict:
+def _manifest(method: str, spec: LabelMethod, options: PseudoLabelOptions,
+              cam_dir: str) -> dict:
     params: dict[str, Any] = {}
     for key in spec.params:
         if key.startswith('extra.'):
@@ -404,7 +416,10 @@ def _manifest(method: str, spec: LabelMethod, options: PseudoLabelOptions) -> di
             value = getattr(options, key)
             params[key] = asdict(value) if isinstance(value, CRFParams) else value
     params['ignore_below'] = options.ignore_below
-    return dict(format_version=MANIFEST_VERSION, method=method, params=params)
+    # which CAMs: the id of their manifest (tools/test.py), else the folder itself
+    cam_manifest = read_cam_manifest(cam_dir)
+    cams = cam_manifest.get('id') if cam_manifest else f'folder {osp.abspath(cam_dir)}'
+    return dict(format_version=MANIFEST_VERSION, method=method, params=params, cams=cams)
 
 
 def _check_manifest(out_dir: str, manifest: dict, overwrite: bool) -> None:
@@ -421,6 +436,10 @@ def _check_manifest(out_dir: str, manifest: dict, overwrite: bool) -> None:
                 f'{out_dir} holds pseudo-labels made with method {old.get("method")!r} and '
                 f'parameters {old.get("params")}, not {manifest["method"]!r} '
                 f'{manifest["params"]}; use another --out or pass --overwrite.')
+        if old is not None and old.get('cams') != manifest['cams']:
+            raise ValueError(
+                f'{out_dir} holds pseudo-labels made from other CAMs ({old.get("cams")!r}, '
+                f'now {manifest["cams"]!r}); use another --out or pass --overwrite.')
     with atomic_write(path) as tmp, open(tmp, 'w') as f:
         json.dump(manifest, f, indent=2)
 
@@ -473,7 +492,8 @@ def make_pseudo_labels(cam_dir: str, out_dir: str, names: Sequence[str], method:
         KeyError: Unknown method.
         ValueError: A required input (``img_dir``, ``se_dir``, ``bg_threshold``)
             is missing, or ``out_dir`` was made with other parameters and
-            ``overwrite`` is False.
+            ``overwrite`` is False, or from other CAMs (the CAM folder's
+            manifest id, or its path when it has none).
         FileNotFoundError: ``cam_dir`` does not exist.
     """
     if method not in LABEL_METHODS:
@@ -498,7 +518,7 @@ def make_pseudo_labels(cam_dir: str, out_dir: str, names: Sequence[str], method:
                                  ignore_below=ignore_below, extra=dict(extra or {}))
     labels = None if cls_labels is None else load_cls_labels(cls_labels)
     os.makedirs(out_dir, exist_ok=True)
-    _check_manifest(out_dir, _manifest(method, spec, options), overwrite)
+    _check_manifest(out_dir, _manifest(method, spec, options, cam_dir), overwrite)
 
     summary = JobSummary(total=len(names), out_dir=out_dir)
     todo = []
