@@ -259,6 +259,128 @@ def test_se_verify_detects_truncated_png(dataset, tmp_path):
     assert list(bad.failed) == [names[1]] and not bad.ok
 
 
+def test_corrupt_manifest_refused_then_replaced_by_overwrite(dataset, tmp_path, capsys):
+    root, names = dataset
+    out = str(tmp_path / 'se')
+    cfg = make_cfg(root)
+    assert run_se_map_job(cfg, out=out, progress=False).ok
+    man_path = osp.join(out, 'manifest.json')
+    good = json.load(open(man_path))
+    text = open(man_path).read()
+    with open(man_path, 'w') as f:  # truncated, like a disk-full write by an old version
+        f.write(text[:len(text) // 2])
+    cfg_file = tmp_path / 'cfg.py'
+    cfg.dump(str(cfg_file))
+    tool = load_tool('cache_se_maps')
+    # without --overwrite: a clear refusal (exit 2), entries untouched
+    assert tool.main([str(cfg_file), '--out', out, '--no-progress']) == 2
+    err = capsys.readouterr().err
+    assert 'unreadable' in err and '--overwrite' in err
+    assert entries(out, '.png') == sorted(names)
+    with pytest.raises(cache_layout.ManifestUnreadableError):
+        run_se_map_job(cfg, out=out, progress=False)
+    # a non-zero rank refuses too, or with --overwrite waits for rank 0's new manifest
+    with pytest.raises(ValueError, match='unreadable'):
+        prepare_cache_dir(out, good, entry_suffix='.png', rank=1, timeout_s=5)
+    with pytest.raises(TimeoutError):
+        prepare_cache_dir(out, good, entry_suffix='.png', rank=1, overwrite=True,
+                          timeout_s=0.3)
+    # --overwrite, as the message says: every entry recomputed and a fresh manifest
+    assert tool.main([str(cfg_file), '--out', out, '--no-progress', '--overwrite']) == 0
+    assert 'done 7 + skipped 0 + failed 0' in capsys.readouterr().out
+    fresh = json.load(open(man_path))
+    assert cache_jobs.manifest_differences(fresh, good) == []
+    again = run_se_map_job(cfg, out=out, progress=False)
+    assert again.done == [] and sorted(again.skipped) == sorted(names)
+    # a manifest that is valid JSON but not an object, and binary garbage, alike
+    for junk in (b'[1, 2]', b'\xff\xfe\x00garbage'):
+        with open(man_path, 'wb') as f:
+            f.write(junk)
+        with pytest.raises(ValueError, match='--overwrite'):
+            run_se_map_job(cfg, out=out, progress=False)
+        summary = run_se_map_job(cfg, out=out, overwrite=True, progress=False)
+        assert sorted(summary.done) == sorted(names)
+
+
+@pytest.mark.parametrize('tool_name', ['cache_se_maps', 'cache_sam_embeddings'])
+def test_verify_without_cache_reports_missing_and_checks_nothing(dataset, tmp_path, capsys,
+                                                                 tool_name):
+    root, names = dataset
+    cfg = make_cfg(root)
+    cfg_file = tmp_path / 'cfg.py'
+    cfg.dump(str(cfg_file))
+    tool = load_tool(tool_name)
+    job = run_se_map_job if tool_name == 'cache_se_maps' else run_embedding_job
+    missing = str(tmp_path / 'doesnotexist')
+    assert tool.main([str(cfg_file), '--out', missing, '--verify', '--no-progress']) != 0
+    captured = capsys.readouterr()
+    assert 'checked' not in captured.out and 'good' not in captured.out  # no invented counts
+    err = captured.err
+    assert missing in err and 'does not exist' in err
+    assert '--data-root' in err and '--out' in err and 'without --verify' in err
+    assert tool_name in err
+    assert not osp.exists(missing)  # verifying creates nothing
+    with pytest.raises(FileNotFoundError, match='without --verify'):
+        job(cfg, out=missing, verify=True, progress=False)
+    # a folder without manifest.json (e.g. the wrong folder) is refused the same way
+    os.makedirs(missing)
+    assert tool.main([str(cfg_file), '--out', missing, '--verify', '--no-progress']) != 0
+    captured = capsys.readouterr()
+    assert 'checked' not in captured.out
+    assert 'manifest.json' in captured.err and 'without --verify' in captured.err
+    assert os.listdir(missing) == []
+
+
+def test_se_resume_check_recomputes_map_of_wrong_size(dataset, tmp_path):
+    from s2c.sam.se_map import load_se_map, save_se_map
+
+    root, names = dataset
+    out = str(tmp_path / 'se')
+    cfg = make_cfg(root)
+    run_se_map_job(cfg, out=out, progress=False)
+    h, w = SIZES[2]
+    save_se_map(osp.join(out, names[2] + '.png'), np.ones((h + 3, w), np.uint16))
+    summary = run_se_map_job(cfg, out=out, progress=False)
+    assert summary.done == [names[2]] and summary.ok
+    assert load_se_map(osp.join(out, names[2] + '.png')).shape == (h, w)
+    assert run_se_map_job(cfg, out=out, verify=True, progress=False).ok
+
+
+def test_se_verify_remedy_and_repair(dataset, tmp_path, capsys):
+    from s2c.sam.se_map import save_se_map
+
+    root, names = dataset
+    out = str(tmp_path / 'se')
+    cfg = make_cfg(root)
+    run_se_map_job(cfg, out=out, progress=False)
+    truncated, resized, removed = names[1], names[3], names[5]
+    path = osp.join(out, truncated + '.png')
+    data = open(path, 'rb').read()
+    with open(path, 'wb') as f:  # the header still parses
+        f.write(data[:len(data) // 2])
+    h, w = SIZES[3]
+    save_se_map(osp.join(out, resized + '.png'), np.ones((h, w + 5), np.uint16))
+    os.remove(osp.join(out, removed + '.png'))
+    cfg_file = tmp_path / 'cfg.py'
+    cfg.dump(str(cfg_file))
+    tool = load_tool('cache_se_maps')
+    assert tool.main([str(cfg_file), '--out', out, '--verify', '--no-progress']) == 1
+    printed = capsys.readouterr().out.rstrip().splitlines()
+    assert 'BAD ENTRIES (3)' in '\n'.join(printed)
+    remedy = printed[-1]
+    assert '--repair' in remedy
+    assert f'{truncated}.png' in remedy and f'{resized}.png' in remedy
+    assert f'{removed}.png' not in remedy and 'missing' in remedy
+    # --repair: full verification, the bad files deleted and recomputed with the missing one
+    assert tool.main([str(cfg_file), '--out', out, '--repair', '--no-progress']) == 0
+    printed = capsys.readouterr().out
+    assert 'done 3 + skipped 4 + failed 0' in printed
+    assert 'REPAIRED (2)' in printed and truncated in printed and resized in printed
+    assert run_se_map_job(cfg, out=out, verify=True, progress=False).ok
+    again = run_se_map_job(cfg, out=out, repair=True, progress=False)
+    assert again.done == [] and again.repaired == {} and len(again.skipped) == len(names)
+
+
 # ------------------------------------------------------------------ embedding cache
 
 
@@ -440,6 +562,36 @@ def test_embedding_verify_lists_bad_entries(dataset, tmp_path, capsys):
     repaired = run_embedding_job(cfg, out=out, progress=False)
     assert sorted(repaired.done) == sorted([truncated, removed])
     run_embedding_job(cfg, out=out, overwrite=True, progress=False)
+    assert run_embedding_job(cfg, out=out, verify=True, progress=False).ok
+
+
+def test_embedding_verify_remedy_and_repair(dataset, tmp_path, capsys):
+    root, names = dataset
+    out = str(tmp_path / 'emb')
+    cfg = make_cfg(root)
+    run_embedding_job(cfg, out=out, progress=False)
+    flipped, removed = names[3], names[5]
+    path = osp.join(out, flipped + '.npy')
+    with open(path, 'r+b') as f:  # flip one byte inside the embedding payload
+        f.seek(os.path.getsize(path) - 1000)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0x10]))
+    os.remove(osp.join(out, removed + '.npy'))
+    cfg_file = tmp_path / 'cfg.py'
+    cfg.dump(str(cfg_file))
+    tool = load_tool('cache_sam_embeddings')
+    assert tool.main([str(cfg_file), '--out', out, '--verify', '--no-progress']) == 1
+    remedy = capsys.readouterr().out.rstrip().splitlines()[-1]
+    assert '--repair' in remedy and f'{flipped}.npy' in remedy and f'{removed}.npy' not in remedy
+    # the quick check of a plain rerun cannot see the flipped byte: only the missing one
+    plain = run_embedding_job(cfg, out=out, progress=False)
+    assert plain.done == [removed] and flipped in plain.skipped
+    # --repair (here together with --verify, which it includes) recomputes it
+    assert tool.main([str(cfg_file), '--out', out, '--verify', '--repair',
+                      '--no-progress']) == 0
+    printed = capsys.readouterr().out
+    assert 'done 1 + skipped 6 + failed 0' in printed and 'crc mismatch' in printed
     assert run_embedding_job(cfg, out=out, verify=True, progress=False).ok
 
 

@@ -25,18 +25,31 @@ Manifest (``manifest.json``)
     shapes) and must be equal for a run to write into an existing cache: a
     different key is refused (:class:`ManifestMismatchError`, listing what
     differs) unless ``overwrite=True``, which deletes the old entries and writes
-    the new manifest. ``info`` (date, versions, checkpoint path, image list) is
-    informational only. The manifest is written once, atomically, by rank 0 (the
-    only writer when not under torchrun); other ranks wait for it and check it.
+    the new manifest. An unreadable manifest (e.g. truncated) is refused alike
+    (:class:`~s2c.sam.cache_layout.ManifestUnreadableError`) and replaced alike
+    with ``overwrite=True``. ``info`` (date, versions, checkpoint path, image
+    list) is informational only. The manifest is written once, atomically, by
+    rank 0 (the only writer when not under torchrun); other ranks wait for it and
+    check it.
 
 Resume
     Every entry is written to ``.tmp-*`` and renamed (:func:`s2c.utils.atomic_write`),
     so a job killed at any point (even ``kill -9``) leaves no partial file under a
     final name; rerunning skips entries that pass a quick check (header, shape,
-    size) and computes the rest. Stale ``.tmp-*`` files are deleted on start (all
-    of them when this run is the only writer, i.e. one process and no ``--shard``;
-    otherwise only those older than 10 minutes, so concurrent shards are safe).
-    With ``overwrite=True`` every entry of the run is recomputed.
+    size; for SE maps also the size of the image) and computes the rest. Stale
+    ``.tmp-*`` files are deleted on start (all of them when this run is the only
+    writer, i.e. one process and no ``--shard``; otherwise only those older than
+    10 minutes, so concurrent shards are safe). With ``overwrite=True`` every
+    entry of the run is recomputed.
+
+Verify and repair
+    ``verify=True`` (``--verify``) only reads every entry in full (SE maps: decoded,
+    size of the image; embeddings: CRC-32, sizes vs the image) and lists the bad
+    ones, ending with the remedy. It refuses a directory that does not exist or
+    has no manifest (``FileNotFoundError``) instead of reporting counts. Some damage
+    (a truncated PNG whose header still parses, a flipped byte in an embedding)
+    passes the quick check of a resumed run; ``repair=True`` (``--repair``) runs the
+    full check, deletes the bad entries and computes them and the missing ones.
 
 Sharding
     ``shard=(I, N)`` takes images ``k`` with ``k % N == I`` of the list (strided,
@@ -93,6 +106,10 @@ SE_MAP_FORMAT_VERSION = 1
 RANDOM_INIT_SEED = 0
 #: ``.tmp-*`` files older than this are stale even when other writers may be running.
 STALE_TMP_AGE_S = 600.0
+#: Start of a verify reason that is about the image, not the entry (repair keeps the entry).
+IMAGE_UNREADABLE = 'its image is unreadable'
+#: Verify reason of an entry whose file does not exist.
+MISSING = 'missing'
 
 
 class ManifestMismatchError(RuntimeError):
@@ -307,6 +324,42 @@ def _entry_files(cache_dir: str, suffix: str) -> Iterator[os.DirEntry]:
             yield entry
 
 
+#: Tool that builds each cache (named in messages).
+_TOOLS = {SE_MAP_KIND: 'tools/cache_se_maps.py', EMBEDDING_KIND: 'tools/cache_sam_embeddings.py'}
+
+
+def _manifest_for_verify(cache_dir: str, kind: str) -> dict:
+    """The manifest of a cache that is about to be verified.
+
+    Verifying needs a finished cache: a directory that does not exist or has no
+    manifest (a wrong ``--out`` / ``--data-root``, or a cache never built) is an
+    error, not a cache with every entry missing.
+
+    Args:
+        cache_dir: Cache directory.
+        kind: ``'se_maps'`` or ``'sam_embeddings'`` (names the tool in the message).
+
+    Returns:
+        dict: The manifest.
+
+    Raises:
+        FileNotFoundError: When ``cache_dir`` or its ``manifest.json`` does not
+            exist (says how to fix it; nothing is checked or created).
+        ManifestUnreadableError: When the manifest exists but is unreadable.
+    """
+    tool = _TOOLS.get(kind, 'the cache tool')
+    fix = (f'Check --data-root and --out (or data_root and the {kind}.root of the config), or '
+           f'build the cache first: run the same command ({tool}) without --verify.')
+    if not osp.isdir(cache_dir):
+        raise FileNotFoundError(f'{cache_dir} does not exist: there is no {kind} cache to '
+                                f'verify, nothing was checked. {fix}')
+    manifest = layout.read_manifest(cache_dir)
+    if manifest is None:
+        raise FileNotFoundError(f'{cache_dir} has no {layout.MANIFEST_NAME}: it is not a '
+                                f'{kind} cache made by {tool}, nothing was checked. {fix}')
+    return manifest
+
+
 def _mismatch_message(cache_dir: str, diffs: Sequence[str]) -> str:
     return (f'{cache_dir} already holds a cache made with other settings:\n  - '
             + '\n  - '.join(diffs)
@@ -320,10 +373,11 @@ def prepare_cache_dir(cache_dir: str, manifest: Mapping, *, entry_suffix: str,
     """Check or write the manifest of ``cache_dir`` before a job writes entries.
 
     Rank 0 writes the manifest when there is none. When the existing one has a
-    different key it raises, or with ``overwrite`` deletes the old entries and
-    writes the new manifest. Other ranks wait (up to ``timeout_s``) until the
-    directory holds a manifest equal to ``manifest`` and raise at once on a
-    mismatch without ``overwrite``.
+    different key, or cannot be read (e.g. truncated), it raises, or with
+    ``overwrite`` deletes the old entries and writes the new manifest. Other
+    ranks wait (up to ``timeout_s``) until the directory holds a manifest equal
+    to ``manifest`` and raise at once on a mismatching or unreadable one without
+    ``overwrite``.
 
     Args:
         cache_dir: Cache directory (created when missing).
@@ -335,18 +389,26 @@ def prepare_cache_dir(cache_dir: str, manifest: Mapping, *, entry_suffix: str,
         poll_s: Poll interval of the wait.
 
     Returns:
-        bool: ``True`` when an existing cache with other settings was replaced.
+        bool: ``True`` when an existing cache with other settings (or with an
+        unreadable manifest) was replaced.
 
     Raises:
         ManifestMismatchError: On a different key without ``overwrite`` (lists the
             differences and the two ways out).
+        ManifestUnreadableError: A ``ValueError``: the existing manifest is
+            unreadable and ``overwrite`` is False.
         TimeoutError: When a non-zero rank waited in vain.
     """
     os.makedirs(cache_dir, exist_ok=True)
     if rank != 0:
         deadline = time.monotonic() + timeout_s
         while True:
-            old = layout.read_manifest(cache_dir)
+            try:
+                old = layout.read_manifest(cache_dir)
+            except layout.ManifestUnreadableError:
+                if not overwrite:
+                    raise
+                old = None  # rank 0 replaces it
             if old is not None:
                 diffs = manifest_differences(old, manifest)
                 if not diffs:
@@ -357,15 +419,22 @@ def prepare_cache_dir(cache_dir: str, manifest: Mapping, *, entry_suffix: str,
                 raise TimeoutError(f'rank {rank}: no matching manifest appeared in {cache_dir} '
                                    f'within {timeout_s:.0f} s (did rank 0 fail?)')
             time.sleep(poll_s)
-    old = layout.read_manifest(cache_dir)
-    if old is None:
-        write_manifest(cache_dir, manifest)
-        return False
-    diffs = manifest_differences(old, manifest)
-    if not diffs:
-        return False
-    if not overwrite:
-        raise ManifestMismatchError(_mismatch_message(cache_dir, diffs))
+    try:
+        old = layout.read_manifest(cache_dir)
+    except layout.ManifestUnreadableError as exc:
+        if not overwrite:
+            raise
+        # Nothing says what made the entries: treat it like a mismatching manifest.
+        diffs = [f'the old manifest is unreadable ({exc.__cause__ or "not a JSON object"})']
+    else:
+        if old is None:
+            write_manifest(cache_dir, manifest)
+            return False
+        diffs = manifest_differences(old, manifest)
+        if not diffs:
+            return False
+        if not overwrite:
+            raise ManifestMismatchError(_mismatch_message(cache_dir, diffs))
     _log(f'--overwrite: replacing the cache in {cache_dir} ({"; ".join(diffs)}); deleting its '
          'entries', 'WARNING')
     for entry in list(_entry_files(cache_dir, entry_suffix)):
@@ -428,11 +497,14 @@ class JobSummary:
     Attributes:
         kind: ``'se_maps'`` or ``'sam_embeddings'``.
         cache_dir: Output directory.
-        mode: ``'compute'`` or ``'verify'``.
+        mode: ``'compute'``, ``'repair'`` (compute after the full check) or ``'verify'``.
         total: Images assigned to this process.
         done: Names computed and written by this run.
         skipped: Names that already had a valid entry.
-        failed: Name -> reason (compute: the error; verify: why the entry is bad).
+        failed: Name -> reason (compute: the error; verify: why the entry is bad,
+            ``'missing'`` when it does not exist).
+        repaired: Repair: name -> why its old entry was bad (deleted, then
+            computed again: also in ``done``, or in ``failed`` if that failed).
         wall_s: Wall time of the run in seconds.
         bytes_on_disk: Size of all entries in ``cache_dir``.
         entries_on_disk: Number of entries in ``cache_dir``.
@@ -446,12 +518,15 @@ class JobSummary:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    repaired: dict[str, str] = field(default_factory=dict)
     wall_s: float = 0.0
     bytes_on_disk: int = 0
     entries_on_disk: int = 0
     shard: tuple[int, int] | None = None
     rank: int = 0
     world: int = 1
+    #: Entry file suffix (``.png`` / ``.npy``), to name files in the verify remedy.
+    suffix: str = ''
 
     @property
     def ok(self) -> bool:
@@ -461,11 +536,19 @@ class JobSummary:
     @property
     def images_per_s(self) -> float:
         """Images computed (``done``) or checked (verify) per second of wall time."""
-        n = len(self.done) if self.mode == 'compute' else self.total
+        n = self.total if self.mode == 'verify' else len(self.done)
         return n / self.wall_s if self.wall_s > 0 else 0.0
 
     def format(self, max_failed: int = 50) -> str:
-        """Multi-line text for the log / terminal."""
+        """Multi-line text for the log / terminal.
+
+        Args:
+            max_failed: At most this many failed / bad / repaired names are listed.
+
+        Returns:
+            str: The summary; a verify summary with bad or missing entries ends
+            with the remedy line (the bad files and ``--repair``).
+        """
         where = []
         if self.shard is not None:
             where.append(f'shard {self.shard[0]}/{self.shard[1]}')
@@ -473,7 +556,7 @@ class JobSummary:
             where.append(f'rank {self.rank}/{self.world}')
         head = f'[{self.kind}] {self.mode} summary' + (f' ({", ".join(where)})' if where else '')
         lines = [head, f'  cache dir   : {self.cache_dir}']
-        if self.mode == 'compute':
+        if self.mode != 'verify':
             lines.append(f'  images      : {self.total} = done {len(self.done)} + skipped '
                          f'{len(self.skipped)} + failed {len(self.failed)}')
             lines.append(f'  wall time   : {self.wall_s:.1f} s ({self.images_per_s:.2f} images/s '
@@ -485,14 +568,49 @@ class JobSummary:
         per = self.bytes_on_disk / self.entries_on_disk if self.entries_on_disk else 0
         lines.append(f'  size on disk: {_fmt_bytes(self.bytes_on_disk)} in {self.entries_on_disk} '
                      f'entries ({_fmt_bytes(per)} per entry)')
+        if self.repaired:
+            lines.append(f'  REPAIRED ({len(self.repaired)}) - bad entries deleted and computed '
+                         'again; they were:')
+            lines.extend(_listing(self.repaired, max_failed))
         if self.failed:
-            label = 'FAILED' if self.mode == 'compute' else 'BAD ENTRIES'
+            label = 'BAD ENTRIES' if self.mode == 'verify' else 'FAILED'
             lines.append(f'  {label} ({len(self.failed)}):')
-            for name, reason in list(self.failed.items())[:max_failed]:
-                lines.append(f'    {name}: {reason}')
-            if len(self.failed) > max_failed:
-                lines.append(f'    ... and {len(self.failed) - max_failed} more')
+            lines.extend(_listing(self.failed, max_failed))
+            if self.mode == 'verify':
+                lines.append(self._remedy(max_failed))
         return '\n'.join(lines)
+
+    def _remedy(self, max_files: int) -> str:
+        """The last line of a verify summary with bad entries: what to run."""
+        bad = [n for n, r in self.failed.items() if r != MISSING and not r.startswith(
+            IMAGE_UNREADABLE)]
+        missing = [n for n, r in self.failed.items() if r == MISSING]
+        no_image = len(self.failed) - len(bad) - len(missing)
+        parts = []
+        if bad:
+            files = ', '.join(n + self.suffix for n in bad[:max_files])
+            if len(bad) > max_files:
+                files += f', ... ({len(bad) - max_files} more, listed above)'
+            parts.append(f'{len(bad)} bad file(s) in {self.cache_dir}: {files}. Rerun the same '
+                         'command with --repair instead of --verify (repair=True): it deletes '
+                         'them and computes them again'
+                         + (f', with the {len(missing)} missing one(s)' if missing else '')
+                         + ' (a plain rerun may skip them: its resume check reads only headers)')
+        elif missing:
+            parts.append(f'{len(missing)} missing entries: rerun the same command without '
+                         '--verify (or with --repair) to compute them')
+        if no_image:
+            parts.append(f'{no_image} entries could not be checked because their image is '
+                         'unreadable: fix the images (or --data-root)')
+        return '  remedy: ' + '; '.join(parts) + '.'
+
+
+def _listing(reasons: Mapping[str, str], max_lines: int) -> list[str]:
+    """``'    name: reason'`` lines, at most ``max_lines`` plus a count of the rest."""
+    lines = [f'    {name}: {reason}' for name, reason in list(reasons.items())[:max_lines]]
+    if len(reasons) > max_lines:
+        lines.append(f'    ... and {len(reasons) - max_lines} more')
+    return lines
 
 
 # --------------------------------------------------------------------------------------
@@ -552,23 +670,48 @@ def _prefetch(names: Sequence[str], images: ImageList, workers: int,
 
 def _run(spec: _JobSpec, images: ImageList, *, shard: tuple[int, int] | None, overwrite: bool,
          verify: bool, progress: bool, num_workers: int,
-         verify_entry: Callable[[str], str | None]) -> JobSummary:
+         verify_entry: Callable[[str], str | None], repair: bool = False) -> JobSummary:
+    """Verify, or compute the entries of this process (resuming, optionally repairing).
+
+    Args:
+        spec: What the job computes and checks.
+        images: The image list.
+        shard: ``(I, N)`` or ``None``.
+        overwrite: Replace a cache of other settings / recompute every entry.
+        verify: Only run ``verify_entry`` on every entry (takes precedence unless
+            ``repair``).
+        progress: Show tqdm bars.
+        num_workers: Image-decoding threads.
+        verify_entry: Full check of one entry: name -> reason it is bad or ``None``
+            (``'missing'`` when the file does not exist; a reason starting with
+            :data:`IMAGE_UNREADABLE` when only the image could not be read).
+        repair: Compute mode, but skip only entries that pass ``verify_entry``;
+            bad ones are deleted first and computed again.
+
+    Returns:
+        JobSummary: The outcome.
+
+    Raises:
+        FileNotFoundError: Verify on a directory without cache (see
+            :func:`_manifest_for_verify`).
+        ManifestMismatchError: See :func:`prepare_cache_dir`.
+        ManifestUnreadableError: See :func:`prepare_cache_dir`.
+    """
     rank, world, _ = dist_rank_world()
     t0 = time.perf_counter()
+    verify = verify and not repair
     mine = select_names(images.names, shard, rank, world)
-    summary = JobSummary(spec.kind, spec.cache_dir, 'verify' if verify else 'compute',
-                         total=len(mine), shard=shard, rank=rank, world=world)
+    mode = 'verify' if verify else 'repair' if repair and not overwrite else 'compute'
+    summary = JobSummary(spec.kind, spec.cache_dir, mode, total=len(mine), shard=shard,
+                         rank=rank, world=world, suffix=spec.suffix)
     bar_kw = dict(disable=not progress, dynamic_ncols=True, unit='img',
                   position=rank if world > 1 else None)
     if verify:
-        old = layout.read_manifest(spec.cache_dir)
-        if old is None:
-            summary.failed['<manifest>'] = f'no manifest.json in {spec.cache_dir}'
-        else:
-            for name in tqdm(mine, desc=f'verify {spec.kind}', **bar_kw):
-                reason = verify_entry(name)
-                if reason is not None:
-                    summary.failed[name] = reason
+        _manifest_for_verify(spec.cache_dir, spec.kind)
+        for name in tqdm(mine, desc=f'verify {spec.kind}', **bar_kw):
+            reason = verify_entry(name)
+            if reason is not None:
+                summary.failed[name] = reason
         summary.wall_s = time.perf_counter() - t0
         summary.bytes_on_disk, summary.entries_on_disk = cache_size_on_disk(spec.cache_dir,
                                                                             spec.suffix)
@@ -584,6 +727,19 @@ def _run(spec: _JobSpec, images: ImageList, *, shard: tuple[int, int] | None, ov
     todo = []
     if overwrite or replaced:
         todo = list(mine)
+    elif repair:
+        for name in tqdm(mine, desc='verifying existing entries', leave=False, **bar_kw):
+            reason = verify_entry(name)
+            if reason is None:
+                summary.skipped.append(name)
+                continue
+            todo.append(name)
+            # An unreadable image says nothing about the entry: keep it (computing fails
+            # on the image and reports it).
+            if reason != MISSING and not reason.startswith(IMAGE_UNREADABLE):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(spec.entry_path(name))
+                summary.repaired[name] = reason
     else:
         for name in tqdm(mine, desc='checking existing entries', leave=False, **bar_kw):
             if spec.check(name, False) is None:
@@ -591,7 +747,8 @@ def _run(spec: _JobSpec, images: ImageList, *, shard: tuple[int, int] | None, ov
             else:
                 todo.append(name)
     _log(f'[{spec.kind}] {spec.cache_dir}: {len(mine)} images, {len(summary.skipped)} already '
-         f'cached, {len(todo)} to compute')
+         f'cached, {len(todo)} to compute'
+         + (f' ({len(summary.repaired)} bad entries deleted)' if mode == 'repair' else ''))
 
     bar = tqdm(total=len(todo), desc=spec.kind, **bar_kw)
     batch: list[tuple[str, np.ndarray]] = []
@@ -742,7 +899,7 @@ def _provider_cfg(se_cfg: Mapping, provider: str | None) -> dict:
 
 def run_se_map_job(cfg: Mapping, *, provider: str | None = None, split: str | None = None,
                    out: str | None = None, shard: str | tuple[int, int] | None = None,
-                   overwrite: bool = False, verify: bool = False,
+                   overwrite: bool = False, verify: bool = False, repair: bool = False,
                    names: Sequence[str] | None = None, progress: bool = True,
                    num_workers: int = 2) -> JobSummary:
     """Compute (or verify) the SE map cache of a dataset.
@@ -754,8 +911,12 @@ def run_se_map_job(cfg: Mapping, *, provider: str | None = None, split: str | No
         split: Split name or list path (see :func:`resolve_image_list`).
         out: Cache directory overriding the config.
         shard: ``'I/N'`` or ``(I, N)``.
-        overwrite: Replace a cache made with other settings / recompute entries.
+        overwrite: Replace a cache made with other settings (or with an unreadable
+            manifest) / recompute entries.
         verify: Only check entries (every one decoded: uint16 2-D, size of its image).
+        repair: Compute, but run the full check of ``verify`` on existing entries
+            first, delete the bad ones and compute them (and the missing ones)
+            again. Takes precedence over ``verify``.
         names: Explicit image ids instead of a split.
         progress: Show tqdm bars.
         num_workers: Image-decoding threads (0: decode inline).
@@ -766,6 +927,10 @@ def run_se_map_job(cfg: Mapping, *, provider: str | None = None, split: str | No
     Raises:
         ManifestMismatchError: When ``out`` holds a cache of other settings and
             ``overwrite`` is False.
+        ManifestUnreadableError: A ``ValueError``: the manifest in ``out`` is
+            unreadable and ``overwrite`` is False (also with ``verify``).
+        FileNotFoundError: With ``verify``, when the cache directory or its
+            manifest does not exist.
     """
     from .se_map import load_se_map, save_se_map
 
@@ -785,20 +950,31 @@ def run_se_map_job(cfg: Mapping, *, provider: str | None = None, split: str | No
     def quick_check(name: str, full: bool) -> str | None:
         p = path(name)
         if not osp.isfile(p):
-            return 'missing'
+            return MISSING
         try:
             from PIL import Image
             with Image.open(p) as img:
                 if img.format != 'PNG' or img.mode not in ('I;16', 'I;16B', 'I;16L', 'I'):
                     return f'not a 16-bit PNG ({img.format}, mode {img.mode})'
+                png_hw = (img.height, img.width)
         except Exception as exc:
             return f'unreadable: {exc}'
+        # The image sizes are not read anywhere else before this check; reading the image
+        # header (no decoding) costs about as much as the PNG header above (~30 us per
+        # VOC JPEG, a fraction of a second for a 10k-image list), so do it. An image that
+        # cannot be read is not judged here: computing its map would fail anyway.
+        try:
+            hw = image_size(images.image_path(name))
+        except Exception:
+            return None
+        if png_hw != hw:
+            return f'size {png_hw} differs from its image {hw}'
         return None
 
     def verify_entry(name: str) -> str | None:
         p = path(name)
         if not osp.isfile(p):
-            return 'missing'
+            return MISSING
         try:
             se = load_se_map(p)
         except Exception as exc:
@@ -808,12 +984,12 @@ def run_se_map_job(cfg: Mapping, *, provider: str | None = None, split: str | No
         try:
             hw = image_size(images.image_path(name))
         except Exception as exc:
-            return f'its image is unreadable ({exc})'
+            return f'{IMAGE_UNREADABLE} ({exc})'
         if tuple(se.shape) != hw:
             return f'size {se.shape} differs from its image {hw}'
         return None
 
-    if verify:
+    if verify and not repair:
         spec = _JobSpec(SE_MAP_KIND, cache_dir, layout.SE_MAP_SUFFIX, {}, path, quick_check,
                         lambda b: [])
         return _run(spec, images, shard=shard_t, overwrite=False, verify=True,
@@ -853,7 +1029,8 @@ def run_se_map_job(cfg: Mapping, *, provider: str | None = None, split: str | No
     spec = _JobSpec(SE_MAP_KIND, cache_dir, layout.SE_MAP_SUFFIX, manifest, path, quick_check,
                     compute)
     return _run(spec, images, shard=shard_t, overwrite=overwrite, verify=False,
-                progress=progress, num_workers=num_workers, verify_entry=verify_entry)
+                progress=progress, num_workers=num_workers, verify_entry=verify_entry,
+                repair=repair)
 
 
 # --------------------------------------------------------------------------------------
@@ -873,9 +1050,9 @@ def embedding_record_shapes(sam: torch.nn.Module,
 
 def run_embedding_job(cfg: Mapping, *, split: str | None = None, out: str | None = None,
                       shard: str | tuple[int, int] | None = None, overwrite: bool = False,
-                      verify: bool = False, names: Sequence[str] | None = None,
-                      batch_size: int = 1, progress: bool = True,
-                      num_workers: int = 2) -> JobSummary:
+                      verify: bool = False, repair: bool = False,
+                      names: Sequence[str] | None = None, batch_size: int = 1,
+                      progress: bool = True, num_workers: int = 2) -> JobSummary:
     """Compute (or verify) the SAM embedding cache of a dataset.
 
     Args:
@@ -883,8 +1060,12 @@ def run_embedding_job(cfg: Mapping, *, split: str | None = None, out: str | None
         split: Split name or list path (see :func:`resolve_image_list`).
         out: Cache directory overriding the config.
         shard: ``'I/N'`` or ``(I, N)``.
-        overwrite: Replace a cache made with other settings / recompute entries.
+        overwrite: Replace a cache made with other settings (or with an unreadable
+            manifest) / recompute entries.
         verify: Only check entries (header, size, CRC-32, sizes vs the image).
+        repair: Compute, but run the full check of ``verify`` on existing entries
+            first, delete the bad ones and compute them (and the missing ones)
+            again. Takes precedence over ``verify``.
         names: Explicit image ids instead of a split.
         batch_size: Images per encoder call.
         progress: Show tqdm bars.
@@ -896,6 +1077,10 @@ def run_embedding_job(cfg: Mapping, *, split: str | None = None, out: str | None
     Raises:
         ManifestMismatchError: When the directory holds a cache of another model or
             other parameters and ``overwrite`` is False.
+        ManifestUnreadableError: A ``ValueError``: the manifest is unreadable and
+            ``overwrite`` is False (also with ``verify``).
+        FileNotFoundError: With ``verify``, when the cache directory or its
+            manifest does not exist.
     """
     from .build import sam_autocast
     from .encoder import early_block_index, encode_images
@@ -910,23 +1095,22 @@ def run_embedding_job(cfg: Mapping, *, split: str | None = None, out: str | None
     def path(name: str) -> str:
         return layout.embedding_path(cache_dir, name)
 
-    if verify:
-        old = layout.read_manifest(cache_dir) or {}
-        old_key = old.get('key') or {}
+    def make_verify_entry(key: Mapping) -> Callable[[str], str | None]:
+        """The full check of one entry against a manifest key (the one in the cache)."""
         expected = None
-        if 'embedding_shape' in old_key:
-            expected = entry_dtype(old_key['embedding_shape'], old_key.get('early_shape'))
+        if 'embedding_shape' in key:
+            expected = entry_dtype(key['embedding_shape'], key.get('early_shape'))
+        img_size = key.get('img_size')
 
         def verify_entry(name: str) -> str | None:
             reason = check_entry(path(name), expected, full=True)
             if reason is not None:
                 return reason
             rec = np.load(path(name), mmap_mode='r')
-            img_size = old_key.get('img_size')
             try:
                 hw = image_size(images.image_path(name))
             except Exception as exc:
-                return f'its image is unreadable ({exc})'
+                return f'{IMAGE_UNREADABLE} ({exc})'
             org = tuple(int(v) for v in rec['original_size'][0])
             if org != hw:
                 return f'original_size {org} differs from its image {hw}'
@@ -937,6 +1121,11 @@ def run_embedding_job(cfg: Mapping, *, split: str | None = None, out: str | None
                     return f'input_size {got} differs from SAM resize of {hw} ({want})'
             return None
 
+        return verify_entry
+
+    if verify and not repair:
+        old = _manifest_for_verify(cache_dir, EMBEDDING_KIND)
+        verify_entry = make_verify_entry(old.get('key') or {})
         spec = _JobSpec(EMBEDDING_KIND, cache_dir, layout.EMBEDDING_SUFFIX, {}, path,
                         lambda n, f: None, lambda b: [])
         return _run(spec, images, shard=shard_t, overwrite=False, verify=True,
@@ -975,8 +1164,10 @@ def run_embedding_job(cfg: Mapping, *, split: str | None = None, out: str | None
     spec = _JobSpec(EMBEDDING_KIND, cache_dir, layout.EMBEDDING_SUFFIX, manifest, path,
                     lambda n, full: check_entry(path(n), expected, full=full), compute,
                     batch_size=max(1, int(batch_size)))
+    # repair runs after prepare_cache_dir, so the manifest on disk has this run's key
     return _run(spec, images, shard=shard_t, overwrite=overwrite, verify=False,
-                progress=progress, num_workers=num_workers, verify_entry=lambda n: None)
+                progress=progress, num_workers=num_workers,
+                verify_entry=make_verify_entry(key), repair=repair)
 
 
 # --------------------------------------------------------------------------------------
@@ -997,7 +1188,11 @@ def add_job_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument('--overwrite', action='store_true',
                         help='replace a cache made with other settings and recompute entries')
     parser.add_argument('--verify', action='store_true',
-                        help='only check every entry; exit 1 when any is bad or missing')
+                        help='only check every entry in full; exit 1 when any is bad or missing '
+                        '(the output ends with the remedy)')
+    parser.add_argument('--repair', action='store_true',
+                        help='compute like a resumed run, but check existing entries in full '
+                        'first (as --verify) and delete and recompute the bad ones')
     parser.add_argument('--workers', type=int, default=2, help='image-decoding threads')
     parser.add_argument('--no-progress', action='store_true', help='hide the progress bars')
     parser.add_argument('--data-root', help='set data_root of every dataset of the config')
@@ -1016,8 +1211,9 @@ def run_cli(job: Callable[..., JobSummary], cfg: Any, args: argparse.Namespace,
             **extra: Any) -> int:
     """Run ``job`` with the shared flags; print the summary; return the exit status.
 
-    A :class:`ManifestMismatchError` or a bad argument is printed as an error
-    (exit status 2) instead of a traceback.
+    A :class:`ManifestMismatchError`, an unreadable manifest, a missing cache
+    under ``--verify`` or a bad argument is printed as an error (exit status 2)
+    instead of a traceback.
     """
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
@@ -1027,7 +1223,8 @@ def run_cli(job: Callable[..., JobSummary], cfg: Any, args: argparse.Namespace,
     try:
         summary = job(cfg, split=args.split, out=args.out, shard=args.shard,
                       overwrite=args.overwrite, verify=args.verify,
-                      progress=not args.no_progress, num_workers=args.workers, **extra)
+                      repair=getattr(args, 'repair', False), progress=not args.no_progress,
+                      num_workers=args.workers, **extra)
     except (ManifestMismatchError, ValueError, KeyError, FileNotFoundError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f'error: {msg}', file=sys.stderr, flush=True)

@@ -199,6 +199,10 @@ def manifest_path(cache_dir: str) -> str:
     return osp.join(cache_dir, MANIFEST_NAME)
 
 
+class ManifestUnreadableError(ValueError):
+    """``manifest.json`` exists but is not a readable JSON object (e.g. truncated)."""
+
+
 def read_manifest(cache_dir: str) -> dict | None:
     """Read ``<cache_dir>/manifest.json``.
 
@@ -206,7 +210,9 @@ def read_manifest(cache_dir: str) -> dict | None:
         dict | None: The manifest, or ``None`` when the file does not exist.
 
     Raises:
-        ValueError: When the file exists but is not valid JSON (names the file).
+        ManifestUnreadableError: A ``ValueError``: the file exists but cannot be
+            read, is not valid JSON or not a JSON object (the message names the
+            file and the way out, ``--overwrite``).
     """
     path = manifest_path(cache_dir)
     if not osp.isfile(path):
@@ -214,12 +220,14 @@ def read_manifest(cache_dir: str) -> dict | None:
     try:
         with open(path) as f:
             manifest = json.load(f)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f'cache manifest {path} is unreadable ({exc}); delete the cache '
-                         'directory or rerun the cache tool with --overwrite') from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestUnreadableError(
+            f'cache manifest {path} is unreadable ({exc}); rerun the cache tool with '
+            '--overwrite (every entry is recomputed) or delete the cache directory') from exc
     if not isinstance(manifest, dict):
-        raise ValueError(f'cache manifest {path} is not a JSON object; rerun the cache tool '
-                         'with --overwrite')
+        raise ManifestUnreadableError(
+            f'cache manifest {path} is not a JSON object; rerun the cache tool with '
+            '--overwrite (every entry is recomputed) or delete the cache directory')
     return manifest
 
 
