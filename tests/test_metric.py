@@ -67,6 +67,19 @@ def test_cam_metric_merges_and_reports():
     assert metric.evaluate(1)['cam/mIoU'] == pytest.approx(100 / 12, abs=0.01)
 
 
+def test_cam_metric_leaves_out_bad_ground_truth():
+    metric = CAMThresholdMetric(num_classes=3, thresholds=(0.0, 0.5, 0.1),
+                                class_names=('a', 'b'))
+    gt = np.array([[0, 1], [2, 2]], np.uint8)
+    cams = torch.tensor([[[0.0, 0.9], [0.1, 0.2]], [[0.0, 0.1], [0.8, 0.7]]])
+    bad = gt.copy()
+    bad[0, 0] = 9                                   # not a class of a 3-class problem
+    metric.process(None, [dict(name='good', keys=torch.tensor([0, 1]), cams=cams, gt_seg=gt),
+                          dict(name='bad_gt', keys=torch.tensor([0, 1]), cams=cams, gt_seg=bad)])
+    out = metric.evaluate(2)
+    assert out['cam/mIoU'] == 100.0                 # only the good image is scored
+
+
 def test_trivial_baselines():
     gt = np.array([[0, 0], [1, 1]])
     out = trivial_baselines([(gt, np.array([0]))], 2)

@@ -44,7 +44,15 @@ class CAMThresholdMetric(BaseMetric):
         self.ignore_index = ignore_index
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
-        """Accumulate the outputs of :meth:`CAMClassifier.predict` (need ``gt_seg``)."""
+        """Accumulate the outputs of :meth:`CAMClassifier.predict` (need ``gt_seg``).
+
+        A sample whose ground truth is invalid (values outside ``0..C-1`` and
+        ``ignore_index``, or a size mismatch) is logged by name and left out;
+        training goes on.
+
+        Raises:
+            KeyError: When samples carry no ``gt_seg`` (validation set-up error).
+        """
         if not self.results:  # emptied by BaseMetric.evaluate after every round
             self.results.append(ThresholdSearch(self.num_classes, self.thresholds,
                                                 self.ignore_index))
@@ -53,13 +61,25 @@ class CAMThresholdMetric(BaseMetric):
             if 'gt_seg' not in sample:
                 raise KeyError(f'sample {sample.get("name")} has no gt_seg; the validation '
                                "dataset needs seg_dir='SegmentationClass' and LoadSegMap")
-            search.update(sample['cams'], sample['keys'].numpy(), sample['gt_seg'])
+            try:
+                search.update(sample['cams'], sample['keys'].numpy(), sample['gt_seg'])
+            except ValueError as e:  # e.g. a GT value outside 0..C-1, 255: skip, don't crash
+                name = sample.get('name')
+                MMLogger.get_current_instance().warning(
+                    f'validation image {name} left out of the CAM mIoU: {e}')
+                # (the summary count may miss some names across ranks: MMEngine zips the
+                # per-rank lists; every rank has logged its own names above)
+                self.results.append(dict(skipped=name))
 
     def compute_metrics(self, results: list) -> dict:
         """Merge per-rank accumulators and pick the best threshold."""
         total = ThresholdSearch(self.num_classes, self.thresholds, self.ignore_index)
+        skipped = []
         for part in results:
-            total.merge(part)
+            if isinstance(part, dict):
+                skipped.append(part['skipped'])
+            else:
+                total.merge(part)
         best = total.result()
         scores = best['scores']
         names = self.class_names or self.dataset_meta.get('classes', ())
@@ -69,6 +89,9 @@ class CAMThresholdMetric(BaseMetric):
         logger = MMLogger.get_current_instance()
         logger.info(f'CAM mIoU per class at background threshold {best["threshold"]:.2f}:\n'
                     + format_iou_table(scores, names))
+        if skipped:
+            logger.warning(f'{len(skipped)} validation image(s) left out of the CAM mIoU (bad '
+                           f'ground truth, see the warnings above): {skipped[:5]}')
         return dict(mIoU=round(100 * scores['miou'], 2), bg_threshold=best['threshold'],
                     mPrecision=round(100 * scores['mprecision'], 2),
                     mRecall=round(100 * scores['mrecall'], 2))
