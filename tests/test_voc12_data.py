@@ -107,6 +107,15 @@ def test_missing_and_corrupt_files(demo_root, tmp_path):
         ds.prepare_data(3)
 
 
+def test_missing_image_with_other_suffix_names_the_fix(tmp_path):
+    from s2c.datasets.transforms import read_rgb_image
+    Image.new('RGB', (4, 3)).save(tmp_path / 'a.JPG', format='JPEG')
+    with pytest.raises(FileNotFoundError, match=r"a.JPG exists: set img_suffix='.JPG'"):
+        read_rgb_image(str(tmp_path / 'a.jpg'))
+    with pytest.raises(FileNotFoundError, match=r'b.jpg not found$'):
+        read_rgb_image(str(tmp_path / 'b.jpg'))
+
+
 def test_image_modes_converted_to_rgb(demo_root, tmp_path):
     root = _copy_demo(demo_root, tmp_path)
     names = read_split(str(root / 'ImageSets/Segmentation/train.txt'))

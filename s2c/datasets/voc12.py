@@ -155,8 +155,10 @@ class VOC12ClsDataset(BaseDataset):
                 item['se_map_path'] = osp.join(se_dir, name + '.png')
             data_list.append(item)
         if missing:
+            from s2c.datasets.transforms.loading import suffix_hint
             raise FileNotFoundError(f'{len(missing)} images listed in {self.ann_file} are '
-                                    f'missing (first: {missing[:5]}); check data_root / img_dir')
+                                    f'missing (first: {missing[:5]}); check data_root / img_dir'
+                                    f'{suffix_hint(missing[0])}')
         if no_fg:
             print_log(f'{len(no_fg)} images of {osp.basename(self.ann_file)} have no foreground '
                       f'label and are left out (first: {no_fg[:5]})', logger='current',

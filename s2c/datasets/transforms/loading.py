@@ -12,6 +12,19 @@ from s2c.utils import load_label_png
 from .geometry import Geometry
 
 
+def suffix_hint(path: str) -> str:
+    """A hint when the image exists with another suffix (``.JPG``, ``.png``), else ''."""
+    stem, _ = osp.splitext(path)
+    folder = osp.dirname(path) or '.'
+    base = osp.basename(stem)
+    for suffix in ('.jpg', '.JPG', '.jpeg', '.JPEG', '.png', '.PNG'):
+        if osp.isfile(osp.join(folder, base + suffix)):
+            return (f' (but {base}{suffix} exists: set img_suffix={suffix!r} in the dataset '
+                    'config, e.g. --cfg-options train_dataloader.dataset.img_suffix=' + suffix
+                    + ')')
+    return ''
+
+
 def read_rgb_image(path: str) -> np.ndarray:
     """Read an image file as ``(H, W, 3)`` uint8 RGB.
 
@@ -22,7 +35,7 @@ def read_rgb_image(path: str) -> np.ndarray:
         ValueError: When the file is not a readable image (names the file).
     """
     if not osp.isfile(path):
-        raise FileNotFoundError(f'image file {path} not found')
+        raise FileNotFoundError(f'image file {path} not found{suffix_hint(path)}')
     try:
         with Image.open(path) as img:
             img.load()
