@@ -1,12 +1,13 @@
 """Cache SAM image embeddings (and optionally early ViT features) of a dataset, once.
 
     python tools/cache_sam_embeddings.py CONFIG [--split NAME] [--out DIR] [--shard I/N]
-                                         [--overwrite] [--verify] [--batch-size B]
+                                         [--overwrite] [--verify] [--repair] [--batch-size B]
     torchrun --nproc_per_node 8 tools/cache_sam_embeddings.py CONFIG   # each rank takes its share
 
 Writes <data_root>/sam_embeddings/<tag>/<name>.npy (float16 records, see
-s2c/sam/embedding_cache.py) and manifest.json. Resumable (rerun to finish), exit status 1 when
-an image failed or --verify found a bad entry, 2 on a configuration error.
+s2c/sam/embedding_cache.py) and manifest.json. Resumable (rerun to finish; --repair
+recomputes the entries --verify finds bad). Exit status 1 when an image failed or --verify
+found a bad entry, 2 on a configuration error.
 The logic lives in s2c.sam.cache_jobs.run_embedding_job.
 """
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """Cache SAM "segment everything" maps (SE maps) of a dataset, once.
 
     python tools/cache_se_maps.py CONFIG [--provider NAME] [--split NAME] [--out DIR]
-                                  [--shard I/N] [--overwrite] [--verify]
+                                  [--shard I/N] [--overwrite] [--verify] [--repair]
     torchrun --nproc_per_node 8 tools/cache_se_maps.py CONFIG   # each rank takes its share
 
 Writes <data_root>/se_maps/<tag>/<name>.png (uint16, 0 = no segment) and manifest.json.
-Resumable (rerun to finish), exit status 1 when an image failed or --verify found a bad entry,
-2 on a configuration error (e.g. the directory holds a cache of other settings).
+Resumable (rerun to finish; --repair recomputes the entries --verify finds bad). Exit status
+1 when an image failed or --verify found a bad entry, 2 on a configuration error (e.g. the
+directory holds a cache of other settings).
 The logic lives in s2c.sam.cache_jobs.run_se_map_job.
 """
 from __future__ import annotations
