@@ -1,6 +1,7 @@
 """CAM inference entry point behind ``tools/test.py``."""
 from __future__ import annotations
 
+import os
 import os.path as osp
 from collections.abc import Sequence
 
@@ -72,6 +73,9 @@ def run_cam_inference(cfg: Config, checkpoint: str, *, split: str = 'train',
     """
     ds = cfg.test_dataloader.dataset
     root = ds.data_root
+    if not osp.isfile(split) and (split.endswith('.txt') or os.sep in split):
+        raise FileNotFoundError(f'split list {split} not found (pass an existing list file '
+                                'or a split name such as train or val)')
     list_file = split if osp.isfile(split) else osp.join(root, 'ImageSets/Segmentation',
                                                          split + '.txt')
     names = read_split(list_file)
