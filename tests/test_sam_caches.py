@@ -49,6 +49,14 @@ EXPECTED_INPUT = [(183, 256), (256, 256), (256, 128), (171, 256), (256, 205), (1
                   (217, 256)]
 
 
+
+def truncate(path: str, keep: float | int) -> None:
+    """Cut a file to a fraction of its bytes (``0 < keep < 1``) or drop ``-keep`` bytes."""
+    data = open(path, 'rb').read()
+    end = int(len(data) * keep) if 0 < keep < 1 else len(data) + int(keep)
+    with open(path, 'wb') as f:
+        f.write(data[:end])
+
 def make_dataset(root: str, n: int = len(SIZES)) -> list[str]:
     """Write ``n`` random JPEGs and ImageSets/Segmentation/train.txt under ``root``."""
     rng = np.random.default_rng(0)
@@ -252,9 +260,7 @@ def test_se_verify_detects_truncated_png(dataset, tmp_path):
     run_se_map_job(make_cfg(root), out=out, progress=False)
     assert run_se_map_job(make_cfg(root), out=out, verify=True, progress=False).ok
     path = osp.join(out, names[1] + '.png')
-    data = open(path, 'rb').read()
-    with open(path, 'wb') as f:
-        f.write(data[:len(data) // 2])
+    truncate(path, 0.5)
     bad = run_se_map_job(make_cfg(root), out=out, verify=True, progress=False)
     assert list(bad.failed) == [names[1]] and not bad.ok
 
@@ -355,9 +361,7 @@ def test_se_verify_remedy_and_repair(dataset, tmp_path, capsys):
     run_se_map_job(cfg, out=out, progress=False)
     truncated, resized, removed = names[1], names[3], names[5]
     path = osp.join(out, truncated + '.png')
-    data = open(path, 'rb').read()
-    with open(path, 'wb') as f:  # the header still parses
-        f.write(data[:len(data) // 2])
+    truncate(path, 0.5)  # the header still parses
     h, w = SIZES[3]
     save_se_map(osp.join(out, resized + '.png'), np.ones((h, w + 5), np.uint16))
     os.remove(osp.join(out, removed + '.png'))
@@ -537,9 +541,7 @@ def test_embedding_verify_lists_bad_entries(dataset, tmp_path, capsys):
     run_embedding_job(cfg, out=out, progress=False)
     truncated, flipped, removed = names[0], names[3], names[5]
     path = osp.join(out, truncated + '.npy')
-    data = open(path, 'rb').read()
-    with open(path, 'wb') as f:
-        f.write(data[:-100])
+    truncate(path, -100)
     path = osp.join(out, flipped + '.npy')
     with open(path, 'r+b') as f:  # flip one byte inside the embedding payload
         f.seek(os.path.getsize(path) - 1000)
