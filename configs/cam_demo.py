@@ -23,6 +23,7 @@ model = dict(
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
+    dict(type='LoadSEMap'),  # no-op without se_map_dir; follows every geometric transform
     dict(type='RandomRescaleLongSide', min_long=112, max_long=176),
     dict(type='RandomHorizontalFlip', prob=0.5),
     dict(type='ColorJitter', brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, prob=0.8),

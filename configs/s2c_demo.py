@@ -10,17 +10,7 @@ _base_ = ['./cam_demo.py', './_base_/sam/sam_tiny.py']
 sam = dict(device='cpu')
 se_maps = dict(provider=dict(_delete_=True, type='felzenszwalb'))
 
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadSEMap'),
-    dict(type='RandomRescaleLongSide', min_long=112, max_long=176),
-    dict(type='RandomHorizontalFlip', prob=0.5),
-    dict(type='ColorJitter', brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, prob=0.8),
-    dict(type='Normalize'),
-    dict(type='RandomCrop', crop_size=128),
-    dict(type='PackClsInputs'),
-]
-train_dataloader = dict(dataset=dict(se_map_dir='auto', pipeline=train_pipeline))
+train_dataloader = dict(dataset=dict(se_map_dir='auto'))  # LoadSEMap: in cam_demo's pipeline
 
 model = dict(
     ssc=dict(type='SSCLoss', temperature=1.0, loss_weight=1.0),

@@ -10,19 +10,9 @@ _base_ = ['./cam_voc.py', './_base_/sam/sam_vit_h.py']
 sam = dict(model_type='vit_h', checkpoint='checkpoints/sam_vit_h_4b8939.pth')
 # ------------------------------------------------------------------------------
 
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadSEMap'),  # SE map follows every geometric transform (nearest)
-    dict(type='RandomRescaleLongSide', min_long=256, max_long=512),
-    dict(type='RandomHorizontalFlip', prob=0.5),
-    dict(type='ColorJitter', brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, prob=0.8),
-    dict(type='RandomGrayscale', prob=0.02),
-    dict(type='Normalize'),
-    dict(type='RandomCrop', crop_size=256),
-    dict(type='PackClsInputs'),
-]
-# se_map_dir='auto': the cache of the se_maps/sam blocks (<data_root>/se_maps/<tag>/).
-train_dataloader = dict(dataset=dict(se_map_dir='auto', pipeline=train_pipeline))
+# SE maps: LoadSEMap in the base pipeline follows every geometric transform (nearest);
+# se_map_dir='auto' is the cache of the se_maps/sam blocks (<data_root>/se_maps/<tag>/).
+train_dataloader = dict(dataset=dict(se_map_dir='auto'))
 
 model = dict(
     # SSC (paper section 3.2): T multiplies the cosine (official T = 1).

@@ -164,3 +164,10 @@ def test_demo_dataset_is_deterministic(tmp_path):
             (b / 'JPEGImages' / f'{name}.jpg').read_bytes()
         gt = load_label_png(str(a / 'SegmentationClass' / f'{name}.png'))
         assert set(np.unique(gt)) <= {0, 1, 2, 3, 4}
+
+
+def test_load_se_map_is_a_no_op_without_an_se_map_folder():
+    from s2c.datasets.transforms import LoadSEMap
+    results = dict(img=np.zeros((2, 3, 3), np.uint8), ori_shape=(2, 3))
+    out = LoadSEMap()(dict(results))
+    assert 'se_map' not in out and out.keys() == results.keys()

@@ -4,6 +4,7 @@ data_root = 'data/VOCdevkit/VOC2012'
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
+    dict(type='LoadSEMap'),  # no-op without se_map_dir; follows every geometric transform
     dict(type='RandomRescaleLongSide', min_long=256, max_long=512),
     dict(type='RandomHorizontalFlip', prob=0.5),
     dict(type='ColorJitter', brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, prob=0.8),

@@ -79,7 +79,9 @@ class LoadSEMap:
     """Read the cached SE map ``results['se_map_path']`` into ``results['se_map']``.
 
     The SE map is an ``(H, W)`` uint16 PNG at original resolution (0 = no
-    segment, 1..K segments), written by ``tools/cache_se_maps.py``.
+    segment, 1..K segments), written by ``tools/cache_se_maps.py``. Optional:
+    when the dataset has no ``se_map_dir`` (no ``se_map_path``) it does nothing,
+    so one pipeline serves the CAM baseline and S2C (SSC reports missing SE maps).
 
     Raises:
         FileNotFoundError: When the SE map is missing (says how to build it).
@@ -89,8 +91,7 @@ class LoadSEMap:
     def __call__(self, results: dict) -> dict:
         path = results.get('se_map_path')
         if path is None:
-            raise KeyError('LoadSEMap needs results["se_map_path"]; give the dataset '
-                           'se_map_dir=... (see configs/s2c_voc.py)')
+            return results
         if not osp.isfile(path):
             raise FileNotFoundError(
                 f'SE map {path} not found; build the cache with '

@@ -103,8 +103,8 @@ class SSCLoss(nn.Module):
             se = data_samples.long()
         else:
             if any('se_map' not in s for s in data_samples):
-                raise KeyError('SSC needs SE maps: add LoadSEMap to the training pipeline and '
-                               'se_map_dir to the dataset (see configs/s2c_voc.py)')
+                raise KeyError('SSC needs SE maps: give the training dataset se_map_dir (and '
+                               'keep LoadSEMap in its pipeline; see configs/s2c_voc.py)')
             if self.negatives == 'official' and any(
                     s.get('se_ids', 'crop') != 'image' for s in data_samples):
                 raise ValueError(
