@@ -1,7 +1,6 @@
 """CAM inference entry point behind ``tools/test.py``."""
 from __future__ import annotations
 
-import os
 import os.path as osp
 from collections.abc import Sequence
 
@@ -10,10 +9,11 @@ from mmengine.config import Config
 
 from s2c.cam.cam_io import cam_manifest, prepare_cam_dir
 from s2c.cam.inference import evaluate_cam_dir, infer_cam_dir, save_json
+from s2c.cam.pseudo_label_job import dataset_paths
 from s2c.datasets import load_cls_labels, read_split
 from s2c.models.backbones.resnet38d import load_torch_file
 from s2c.registry import MODELS
-from s2c.utils import file_sha256, resolve_device
+from s2c.utils import resolve_device
 
 
 def build_classifier(cfg: Config, checkpoint: str, device: str | torch.device = 'auto'):
@@ -72,24 +72,21 @@ def run_cam_inference(cfg: Config, checkpoint: str, *, split: str = 'train',
         (also written to ``<out_dir>/cam_eval.json``).
     """
     ds = cfg.test_dataloader.dataset
-    root = ds.data_root
-    if not osp.isfile(split) and (split.endswith('.txt') or os.sep in split):
-        raise FileNotFoundError(f'split list {split} not found (pass an existing list file '
-                                'or a split name such as train or val)')
-    list_file = split if osp.isfile(split) else osp.join(root, 'ImageSets/Segmentation',
-                                                         split + '.txt')
-    names = read_split(list_file)
-    labels_path = ds.get('cls_labels', 'cls_labels.npy')
-    labels = load_cls_labels(labels_path if osp.isabs(labels_path) else osp.join(root, labels_path))
+    paths = dataset_paths(ds, split=split)
+    names = read_split(paths.split_file)
+    root = paths.data_root
+    labels = load_cls_labels(paths.cls_labels  # None: let the loader name the missing file
+                             or osp.join(root, ds.get('cls_labels') or 'cls_labels.npy'))
     if out_dir is None:
         work_dir = cfg.get('work_dir') or osp.join('work_dirs', 'cams')
-        out_dir = osp.join(work_dir, f'cams_{osp.splitext(osp.basename(list_file))[0]}')
+        out_dir = osp.join(work_dir, f'cams_{osp.splitext(osp.basename(paths.split_file))[0]}')
     model = build_classifier(cfg, checkpoint, device)
     # the folder is keyed by what makes the CAMs: never resume into another model's CAMs
-    prepare_cam_dir(out_dir, cam_manifest(file_sha256(checkpoint), scales, flip), overwrite)
-    img_dir = osp.join(root, ds.get('img_dir', 'JPEGImages'))  # join keeps absolute paths
-    summary = infer_cam_dir(model, names, img_dir, labels, out_dir,
-                            img_suffix=ds.get('img_suffix', '.jpg'), scales=scales, flip=flip,
+    from s2c.sam.build import checkpoint_sha256  # hashed once per file, then remembered
+    prepare_cam_dir(out_dir, cam_manifest(checkpoint_sha256(checkpoint), scales, flip),
+                    overwrite)
+    summary = infer_cam_dir(model, names, paths.img_dir, labels, out_dir,
+                            img_suffix=paths.img_suffix, scales=scales, flip=flip,
                             overwrite=overwrite)
     summary['out_dir'] = out_dir
     gt_dir = osp.join(root, ds.get('seg_dir') or 'SegmentationClass')

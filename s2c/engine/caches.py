@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os.path as osp
+from collections.abc import Callable
 
 from mmengine.config import Config
 
@@ -34,24 +35,16 @@ def check_caches(cfg: Config, cli_args: str = '') -> None:
     config = getattr(cfg, 'filename', None) or 'CONFIG'
     suffix = f' {cli_args}' if cli_args else ''
     dataset = cfg.get('train_dataloader', {}).get('dataset', {})
+    names = _train_names(dataset)
     se_dir = dataset.get('se_map_dir')
     if se_dir:
         path = osp.join(dataset.get('data_root', ''), se_dir)  # join keeps absolute paths
-        if not osp.isdir(path):
-            raise MissingCacheError(
-                f'SE maps {path} not found. Build them first (once per dataset):\n'
-                f'    python tools/cache_se_maps.py {config}{suffix}')
-        _check_complete('SE maps', path, se_map_path, _train_names(dataset),
-                        f'python tools/cache_se_maps.py {config}{suffix}')
+        _require_cache('SE maps', path, se_map_path, names,
+                       f'python tools/cache_se_maps.py {config}{suffix}')
     cpm = cfg.get('model', {}).get('cpm') or {}
     if cpm and cpm.get('embedding_source', 'cached') == 'cached':
-        path = cpm.get('embedding_dir')
-        if not path or not osp.isdir(path):
-            raise MissingCacheError(
-                f'SAM embeddings {path} not found. Build them first (once per dataset):\n'
-                f'    python tools/cache_sam_embeddings.py {config}{suffix}')
-        _check_complete('SAM embeddings', path, embedding_path, _train_names(dataset),
-                        f'python tools/cache_sam_embeddings.py {config}{suffix}')
+        _require_cache('SAM embeddings', cpm.get('embedding_dir'), embedding_path, names,
+                       f'python tools/cache_sam_embeddings.py {config}{suffix}')
 
 
 def _train_names(dataset: dict) -> list[str]:
@@ -64,8 +57,12 @@ def _train_names(dataset: dict) -> list[str]:
     return read_split(path) if osp.isfile(path) else []  # the dataset reports a bad list
 
 
-def _check_complete(what: str, cache_dir: str, entry_path, names: list[str],
-                    command: str) -> None:
+def _require_cache(what: str, cache_dir: str | None, entry_path: Callable[[str, str], str],
+                   names: list[str], command: str) -> None:
+    """Raise :class:`MissingCacheError` unless ``cache_dir`` has an entry for every name."""
+    if not cache_dir or not osp.isdir(cache_dir):
+        raise MissingCacheError(f'{what} {cache_dir} not found. Build them first (once per '
+                                f'dataset):\n    {command}')
     missing = [n for n in names if not osp.isfile(entry_path(cache_dir, n))]
     if missing:
         shown = ', '.join(missing[:5]) + (' ...' if len(missing) > 5 else '')

@@ -582,8 +582,7 @@ class JobSummary:
 
     def _remedy(self, max_files: int) -> str:
         """The last line of a verify summary with bad entries: what to run."""
-        bad = [n for n, r in self.failed.items() if r != MISSING and not r.startswith(
-            IMAGE_UNREADABLE)]
+        bad = [n for n, r in self.failed.items() if entry_is_bad(r)]
         missing = [n for n, r in self.failed.items() if r == MISSING]
         no_image = len(self.failed) - len(bad) - len(missing)
         parts = []
@@ -603,6 +602,12 @@ class JobSummary:
             parts.append(f'{no_image} entries could not be checked because their image is '
                          'unreadable: fix the images (or --data-root)')
         return '  remedy: ' + '; '.join(parts) + '.'
+
+
+def entry_is_bad(reason: str) -> bool:
+    """Whether a verify ``reason`` condemns the entry itself (not: missing, or only
+    its image unreadable, which says nothing about the entry)."""
+    return reason != MISSING and not reason.startswith(IMAGE_UNREADABLE)
 
 
 def _listing(reasons: Mapping[str, str], max_lines: int) -> list[str]:
@@ -736,7 +741,7 @@ def _run(spec: _JobSpec, images: ImageList, *, shard: tuple[int, int] | None, ov
             todo.append(name)
             # An unreadable image says nothing about the entry: keep it (computing fails
             # on the image and reports it).
-            if reason != MISSING and not reason.startswith(IMAGE_UNREADABLE):
+            if entry_is_bad(reason):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(spec.entry_path(name))
                 summary.repaired[name] = reason
@@ -1223,7 +1228,7 @@ def run_cli(job: Callable[..., JobSummary], cfg: Any, args: argparse.Namespace,
     try:
         summary = job(cfg, split=args.split, out=args.out, shard=args.shard,
                       overwrite=args.overwrite, verify=args.verify,
-                      repair=getattr(args, 'repair', False), progress=not args.no_progress,
+                      repair=args.repair, progress=not args.no_progress,
                       num_workers=args.workers, **extra)
     except (ManifestMismatchError, ValueError, KeyError, FileNotFoundError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
