@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.s2c-installed
 
-.PHONY: install demo test lint clean-demo
+.PHONY: install demo test test-fast lint clean-demo
 
 install: $(STAMP)
 
@@ -36,6 +36,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q tests
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" tests
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -2,12 +2,14 @@
 
 Every child registry has scope ``'s2c'`` and ``locations`` so that building a
 config with ``default_scope='s2c'`` imports the modules that register into it.
-Two registries are roots of their own because MMEngine has no equivalent:
+Three registries are roots of their own because MMEngine has no equivalent:
 
 - ``PROMPT_BACKENDS``: SAM decoder variants (SAM, HQ-SAM, RobustSAM, PerSAM,
-  PerSAM-F) that turn point prompts into masks, used by CPM and SAM refinement.
+  PerSAM-F) that turn prompts into masks, used by CPM and SAM refinement.
 - ``SE_PROVIDERS``: "segment everything" providers that turn an image into an
   SE map (SAM AMG, the library's generator, Felzenszwalb, SLIC).
+- ``LABEL_METHODS``: pseudo-label methods (CAMs -> label map: threshold, dense
+  CRF, SE-map merging, SAM refinement).
 """
 from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
@@ -79,3 +81,4 @@ VISBACKENDS = Registry('vis_backend', parent=MMENGINE_VISBACKENDS, scope=_SCOPE,
 # Roots of our own (no MMEngine equivalent).
 PROMPT_BACKENDS = Registry('prompt backend', scope=_SCOPE, locations=['s2c.sam.backends'])
 SE_PROVIDERS = Registry('se provider', scope=_SCOPE, locations=['s2c.sam.se_providers'])
+LABEL_METHODS = Registry('pseudo-label method', scope=_SCOPE, locations=['s2c.pseudo_labels'])

@@ -21,7 +21,7 @@ def voc_samples_root():
 @pytest.fixture(scope='session')
 def voc_samples_labels(voc_samples_root, tmp_path_factory):
     """cls_labels.npy for the shared samples, written by the converter into a temp dir."""
-    from s2c.datasets.voc12_converter import convert_voc12
+    from s2c.datasets.converters.voc12 import convert_voc12
     out = tmp_path_factory.mktemp('voc_labels')
     convert_voc12(voc_samples_root, out=str(out))
     return str(out / 'cls_labels.npy')

@@ -4,20 +4,19 @@
                                          [--overwrite] [--verify] [--repair] [--batch-size B]
     torchrun --nproc_per_node 8 tools/cache_sam_embeddings.py CONFIG   # each rank takes its share
 
-Writes <data_root>/sam_embeddings/<tag>/<name>.npy (float16 records, see
-s2c/sam/embedding_cache.py) and manifest.json. Resumable (rerun to finish; --repair
-recomputes the entries --verify finds bad). Exit status 1 when an image failed or --verify
-found a bad entry, 2 on a configuration error.
-The logic lives in s2c.sam.cache_jobs.run_embedding_job.
+Writes <embedding_dir>/<name>.npy (float16 records, see s2c/caches/embedding_store.py)
+and manifest.json, where embedding_dir is model.cpm.embedding_dir of the config.
+Resumable (rerun to finish; --repair recomputes the entries --verify finds bad). Exit
+status 1 when an image failed or --verify found a bad entry, 2 on a configuration error.
+The logic lives in s2c.caches.run_embedding_job.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from mmengine.config import Config
-
-from s2c.sam.cache_jobs import add_job_args, run_cli, run_embedding_job
+from s2c.apis.caches import add_job_args, run_cache_cli
+from s2c.caches import run_embedding_job
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,8 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.provider:
         print('warning: --provider has no effect on the embedding cache', file=sys.stderr)
-    cfg = Config.fromfile(args.config)
-    return run_cli(run_embedding_job, cfg, args, batch_size=args.batch_size)
+    return run_cache_cli(run_embedding_job, args)
 
 
 if __name__ == '__main__':

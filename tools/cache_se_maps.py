@@ -4,20 +4,20 @@
                                   [--shard I/N] [--overwrite] [--verify] [--repair]
     torchrun --nproc_per_node 8 tools/cache_se_maps.py CONFIG   # each rank takes its share
 
-Writes <data_root>/se_maps/<tag>/<name>.png (uint16, 0 = no segment) and manifest.json.
-Resumable (rerun to finish; --repair recomputes the entries --verify finds bad). Exit status
-1 when an image failed or --verify found a bad entry, 2 on a configuration error (e.g. the
-directory holds a cache of other settings).
-The logic lives in s2c.sam.cache_jobs.run_se_map_job.
+Writes <se_map_dir>/<name>.png (uint16, 0 = no segment) and manifest.json, where
+se_map_dir is the training dataset's (relative to data_root). Resumable (rerun to
+finish; --repair recomputes the entries --verify finds bad). Exit status 1 when an
+image failed or --verify found a bad entry, 2 on a configuration error (e.g. the
+folder holds a cache of other settings).
+The logic lives in s2c.caches.run_se_map_job.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from mmengine.config import Config
-
-from s2c.sam.cache_jobs import add_job_args, run_cli, run_se_map_job
+from s2c.apis.caches import add_job_args, run_cache_cli
+from s2c.caches import run_se_map_job
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,8 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    return run_cli(run_se_map_job, cfg, args, provider=args.provider)
+    return run_cache_cli(run_se_map_job, args, provider=args.provider)
 
 
 if __name__ == '__main__':

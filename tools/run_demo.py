@@ -11,12 +11,13 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from s2c.apis.demo import run_demo  # noqa: E402
 
+CAM_DEMO = 'configs/demo/cam_resnet38d-w0.125_1xb8-12e_demo-128x128.py'
+S2C_DEMO = 'configs/demo/s2c_resnet38d-w0.125_1xb8-12e_demo-128x128.py'
 DEMO_CONFIGS = {
-    'CAM baseline (cam_demo.py)': 'configs/cam_demo.py',
+    'CAM baseline': dict(config=CAM_DEMO, work_dir='cam_demo'),
     '+ SSC on Felzenszwalb segments (no CPM)': dict(
-        config='configs/s2c_demo.py', cfg_options={'model.cpm': None},
-        work_dir='s2c_demo_ssc_only'),
-    'S2C: + SSC + CPM, random tiny SAM (s2c_demo.py)': 'configs/s2c_demo.py',
+        config=S2C_DEMO, cfg_options={'model.cpm': None}, work_dir='s2c_demo_ssc_only'),
+    'S2C: + SSC + CPM, random tiny SAM': dict(config=S2C_DEMO, work_dir='s2c_demo'),
 }
 
 

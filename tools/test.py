@@ -12,10 +12,9 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
 
-from s2c.apis.config import set_data_root  # noqa: E402
-from s2c.apis.test import run_cam_inference  # noqa: E402
+from s2c.apis import load_config, run_cam_inference  # noqa: E402
 
 
 def main(argv=None):
@@ -33,24 +32,20 @@ def main(argv=None):
     parser.add_argument('--work-dir')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.data_root:
-        set_data_root(cfg, args.data_root)
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        'work_dirs', osp.splitext(osp.basename(args.config))[0])
     try:
-        summary = run_cam_inference(cfg, args.checkpoint, split=args.split, out_dir=args.out,
-                                    scales=args.scales, flip=not args.no_flip,
-                                    overwrite=args.overwrite, device=args.device)
+        cfg = load_config(args.config, cfg_options=args.cfg_options, data_root=args.data_root)
+        cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
+            'work_dirs', osp.splitext(osp.basename(args.config))[0])
+        result = run_cam_inference(cfg, args.checkpoint, split=args.split, out_dir=args.out,
+                                   scales=args.scales, flip=not args.no_flip,
+                                   overwrite=args.overwrite, device=args.device)
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f'error: {e}', file=sys.stderr)
         sys.exit(2)
-    print(f'CAMs in {summary["out_dir"]}: {summary["done"]} written, {summary["skipped"]} '
-          f'already there, {len(summary["failed"])} failed ({summary["seconds"]:.1f} s)')
-    if 'eval' in summary:
-        ev = summary['eval']
+    summary, ev = result.summary, result.evaluation
+    print(f'CAMs in {summary.out_dir}: {len(summary.done)} written, {len(summary.skipped)} '
+          f'already there, {summary.failures.count} failed ({summary.wall_s:.1f} s)')
+    if ev is not None:
         if ev['scored']:
             print(ev['table'])
             print(f'CAM mIoU {ev["miou"]:.2f} at background threshold {ev["bg_threshold"]:.2f} '
@@ -64,9 +59,9 @@ def main(argv=None):
                   f'train_aug): {shown}')
         for name, reason in ev['failed'].items():
             print(f'  not evaluated: {name}: {reason}')
-    for name, reason in summary['failed'].items():
+    for name, reason in summary.failed.items():
         print(f'  failed: {name}: {reason}')
-    failed = summary['failed'] or summary.get('eval', {}).get('failed')
+    failed = summary.failed or (ev or {}).get('failed')
     sys.exit(1 if failed else 0)
 
 

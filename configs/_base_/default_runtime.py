@@ -19,7 +19,7 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'))
 
 # Keeps checkpoints loadable with torch.load(weights_only=True) (torch >= 2.6), so that
-# --resume works with MMEngine 0.10 (see s2c/engine/checkpoint.py).
+# --resume works with MMEngine 0.10 (see s2c/engine/hooks/checkpoint_hook.py).
 custom_hooks = [dict(type='WeightsOnlyCheckpointHook')]
 
 log_processor = dict(by_epoch=True, window_size=50)

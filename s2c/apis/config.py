@@ -2,19 +2,48 @@
 from __future__ import annotations
 
 import os.path as osp
+from collections.abc import MutableMapping, MutableSequence
+from typing import Any
 
-from mmengine.config import Config, DictAction  # noqa: F401  (DictAction re-exported for tools)
+import torch
+from mmengine.config import Config
 
 DATALOADER_KEYS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 
+def _reroot(obj: Any, old: str, new: str) -> Any:
+    """``obj`` with every string path equal to ``old`` or under ``old/`` moved to ``new``."""
+    if isinstance(obj, str):
+        if obj == old:
+            return new
+        return new + obj[len(old):] if obj.startswith(old.rstrip('/') + '/') else obj
+    if isinstance(obj, MutableMapping):
+        for key in list(obj.keys()):
+            obj[key] = _reroot(obj[key], old, new)
+    elif isinstance(obj, MutableSequence):
+        for i, value in enumerate(obj):
+            obj[i] = _reroot(value, old, new)
+    elif isinstance(obj, tuple):
+        return type(obj)(_reroot(v, old, new) for v in obj)
+    return obj
+
+
 def set_data_root(cfg: Config, data_root: str) -> None:
-    """Point every dataloader's dataset (and ``cfg.data_root``) at ``data_root``.
+    """Move a config to a dataset stored at ``data_root`` (the ``--data-root`` shortcut).
+
+    Every dataloader's dataset gets ``data_root``, and every path of the config
+    that lies under the config's own ``data_root`` (the SAM cache folders that
+    configs derive from it, e.g. ``model.cpm.embedding_dir =
+    data_root + '/sam_embeddings/vit_h'``) is moved along with it; paths
+    elsewhere are kept.
 
     Args:
         cfg: Config to modify in place.
         data_root: New dataset root (e.g. ``.../VOCdevkit/VOC2012``).
     """
+    old = cfg.get('data_root')
+    if isinstance(old, str) and old:
+        _reroot(cfg._cfg_dict, old, data_root)
     cfg.data_root = data_root
     for key in DATALOADER_KEYS:
         loader = cfg.get(key)
@@ -22,31 +51,21 @@ def set_data_root(cfg: Config, data_root: str) -> None:
             loader['dataset']['data_root'] = data_root
 
 
-def resolve_sam_settings(cfg: Config) -> None:
-    """Fill the ``'auto'`` SAM-related values of a config in place.
+def load_config(config: str, *, cfg_options: dict | None = None,
+                data_root: str | None = None) -> Config:
+    """``Config.fromfile`` + ``--cfg-options`` + ``--data-root``, as every tool loads configs.
 
-    - ``train_dataloader.dataset.se_map_dir == 'auto'`` -> the SE-map cache folder
-      of ``cfg.se_maps`` / ``cfg.sam`` (:func:`s2c.sam.cache_layout.se_map_cache_dir`);
-    - ``model.cpm.embedding_dir == 'auto'`` -> the embedding cache folder
-      (:func:`s2c.sam.cache_layout.embedding_cache_dir`);
-    - ``model.cpm.backend`` gets ``model_type``/``checkpoint``/``device`` from ``cfg.sam``
-      unless it sets them itself.
+    Raises:
+        FileNotFoundError: When ``config`` does not exist.
     """
-    from s2c.sam.cache_layout import embedding_cache_dir, se_map_cache_dir
-    dataset = cfg.get('train_dataloader', {}).get('dataset', {})
-    data_root = dataset.get('data_root', '')
-    if dataset.get('se_map_dir') == 'auto':
-        dataset['se_map_dir'] = osp.abspath(
-            se_map_cache_dir(data_root, cfg.se_maps, cfg.get('sam')))
-    cpm = cfg.get('model', {}).get('cpm')
-    if cpm:
-        backend = cpm.setdefault('backend', dict(type='sam'))
-        for key in ('model_type', 'checkpoint', 'device'):
-            if key not in backend and cfg.get('sam') is not None and key in cfg.sam:
-                backend[key] = cfg.sam[key]
-        if cpm.get('embedding_dir') == 'auto':
-            cpm['embedding_dir'] = osp.abspath(embedding_cache_dir(
-                data_root, cfg.sam, cfg.get('sam_embeddings', {})))
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'config file {config} not found')
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if data_root is not None:
+        set_data_root(cfg, data_root)
+    return cfg
 
 
 def build_train_config(config: str, *, work_dir: str | None = None,
@@ -63,7 +82,8 @@ def build_train_config(config: str, *, work_dir: str | None = None,
         amp: Use mixed precision (``AmpOptimWrapper``; CUDA only).
         cfg_options: ``key.sub=value`` overrides (``--cfg-options``).
         launcher: ``none``, ``pytorch`` (torchrun) or ``slurm``.
-        data_root: Shortcut that sets every dataset's ``data_root``.
+        data_root: Shortcut that moves the config to this dataset root
+            (:func:`set_data_root`).
 
     Returns:
         Config: The merged config.
@@ -72,21 +92,13 @@ def build_train_config(config: str, *, work_dir: str | None = None,
         FileNotFoundError: When ``config`` or the resume checkpoint does not exist.
         RuntimeError: When ``amp`` is asked for without CUDA.
     """
-    if not osp.isfile(config):
-        raise FileNotFoundError(f'config file {config} not found')
-    cfg = Config.fromfile(config)
+    cfg = load_config(config, cfg_options=cfg_options, data_root=data_root)
     cfg.launcher = launcher
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    if data_root is not None:
-        set_data_root(cfg, data_root)
-    resolve_sam_settings(cfg)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(config))[0])
     if amp:
-        import torch
         if not torch.cuda.is_available():
             raise RuntimeError('--amp needs a CUDA device (mixed precision is not used on CPU)')
         optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')

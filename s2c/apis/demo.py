@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from s2c.caches import embedding_dir, run_embedding_job, run_se_map_job, se_map_dir
 from s2c.datasets import load_cls_labels, read_split
 from s2c.datasets.demo import make_demo_dataset
 from s2c.evaluation import trivial_baselines
@@ -44,17 +45,15 @@ def build_demo_caches(cfg) -> None:
     Both jobs are resumable: existing entries are skipped, so a second
     ``make demo`` costs nothing here.
     """
-    from s2c.sam.cache_jobs import run_embedding_job, run_se_map_job
-    dataset = cfg.train_dataloader.dataset
-    if dataset.get('se_map_dir'):
-        print(f'[demo] SE maps ({cfg.se_maps.provider.type}) -> {dataset.se_map_dir}')
-        summary = run_se_map_job(cfg, out=dataset.se_map_dir)
+    se_dir, emb_dir = se_map_dir(cfg), embedding_dir(cfg)
+    if se_dir:
+        print(f'[demo] SE maps ({cfg.se_maps.provider.type}) -> {se_dir}')
+        summary = run_se_map_job(cfg)
         if not summary.ok:
             raise RuntimeError('SE map cache incomplete:\n' + summary.format())
-    cpm = cfg.model.get('cpm')
-    if cpm and cpm.get('embedding_source', 'cached') == 'cached':
-        print(f'[demo] SAM embeddings ({cfg.sam.model_type}) -> {cpm.embedding_dir}')
-        summary = run_embedding_job(cfg, out=cpm.embedding_dir)
+    if emb_dir:
+        print(f'[demo] SAM embeddings ({cfg.sam.model_type}) -> {emb_dir}')
+        summary = run_embedding_job(cfg)
         if not summary.ok:
             raise RuntimeError('embedding cache incomplete:\n' + summary.format())
 

@@ -4,16 +4,18 @@ from __future__ import annotations
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from s2c.engine import WeightsOnlyCheckpointHook, check_caches
+from s2c.caches.preflight import check_caches
+from s2c.engine import WeightsOnlyCheckpointHook
 from s2c.registry import RUNNERS
 
 
 def train(cfg: Config, cache_cli_args: str = '') -> Runner:
     """Build the runner from ``cfg`` and train.
 
-    Before the first iteration, configs that need SAM caches are checked by
-    :func:`s2c.engine.check_caches` (a missing cache stops the run with the
-    command that builds it).
+    Before the runner is built, configs that need SAM caches are checked by
+    :func:`s2c.caches.check_caches` (a missing or incomplete cache stops the run
+    with the command that builds it); CPM checks its back-end against the
+    embedding cache when the model is built, also before iteration 1.
 
     Args:
         cfg: A config from :func:`~s2c.apis.build_train_config`.

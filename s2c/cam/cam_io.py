@@ -1,6 +1,6 @@
-"""Reading and writing per-image CAM files.
+"""Reading and writing per-image CAM files, and the manifest of a CAM folder.
 
-Format (DESIGN.md section 5): one ``<cam_dir>/<name>.npz`` per image holding
+Format: one ``<cam_dir>/<name>.npz`` per image holding
 
 - ``keys``: ``(K,)`` int64, the 0-based foreground class indices of the
   classes the image has (VOC: 0 = aeroplane ... 19 = tvmonitor);
@@ -9,19 +9,21 @@ Format (DESIGN.md section 5): one ``<cam_dir>/<name>.npz`` per image holding
 
 An image without foreground classes has ``keys`` of shape ``(0,)`` and ``cams``
 of shape ``(0, H, W)``. Files are written atomically (temp file + rename).
+The folder's ``cams_manifest.json`` records the checkpoint and views that
+made the CAMs, so that a rerun resumes only the same CAMs and pseudo-label
+folders can record which CAMs they came from.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import os.path as osp
 import zipfile
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
-from s2c.utils import atomic_save_npz, atomic_write
+from s2c.utils.fileio import atomic_save_npz
+from s2c.utils.manifest import claim_folder, make_manifest, read_manifest
 
 CAM_SUFFIX = '.npz'
 
@@ -114,65 +116,50 @@ def load_cams(path: str) -> tuple[np.ndarray, np.ndarray]:
     return keys, cams
 
 
+#: Manifest of a CAM folder: which checkpoint and views made the CAMs.
 CAM_MANIFEST_NAME = 'cams_manifest.json'
-CAM_MANIFEST_VERSION = 1
+CAM_KIND = 'cams'
+CAM_FORMAT_VERSION = 1
 
 
-class CamManifestMismatch(ValueError):
-    """A CAM folder holds CAMs made by another checkpoint or with other settings."""
+def cam_manifest(checkpoint_sha256: str, scales: Sequence[float], flip: bool,
+                 info: Mapping | None = None) -> dict:
+    """The manifest of a CAM folder (:mod:`s2c.utils.manifest` format).
 
-
-def cam_manifest(checkpoint_sha256: str, scales: list[float] | tuple[float, ...],
-                 flip: bool) -> dict:
-    """What produced a CAM folder: checkpoint SHA-256, inference scales, flip.
+    Args:
+        checkpoint_sha256: SHA-256 of the classifier checkpoint.
+        scales: Inference scales.
+        flip: Whether mirrored views were added.
+        info: Informational values (e.g. the checkpoint path).
 
     Returns:
-        dict: ``format_version``, ``checkpoint_sha256``, ``scales`` (list of float),
-        ``flip`` and ``id`` (a short hash of the other fields, recorded by the
-        pseudo-label job to tie its outputs to these CAMs).
+        dict: ``kind='cams'``, ``key`` = checkpoint SHA-256, scales, flip.
     """
-    key = dict(format_version=CAM_MANIFEST_VERSION, checkpoint_sha256=checkpoint_sha256,
-               scales=[float(s) for s in scales], flip=bool(flip))
-    key['id'] = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    return key
+    key = dict(checkpoint_sha256=checkpoint_sha256, scales=[float(s) for s in scales],
+               flip=bool(flip))
+    return make_manifest(CAM_KIND, CAM_FORMAT_VERSION, key, info)
 
 
 def read_cam_manifest(cam_dir: str) -> dict | None:
-    """``<cam_dir>/cams_manifest.json`` as a dict, or ``None`` when absent or unreadable."""
-    path = osp.join(cam_dir, CAM_MANIFEST_NAME)
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def prepare_cam_dir(cam_dir: str, manifest: dict, overwrite: bool = False) -> None:
-    """Create ``cam_dir`` and claim it for ``manifest`` (see :func:`cam_manifest`).
-
-    Existing CAM files are only reused (resume) when the folder's manifest is the
-    same; CAMs of another checkpoint, other scales or flip setting, or of unknown
-    origin (``.npz`` files without a manifest) are refused unless ``overwrite``
-    (which recomputes every listed image).
+    """``<cam_dir>/cams_manifest.json``, or ``None`` when absent.
 
     Raises:
-        CamManifestMismatch: Naming the folder, the differences and the fix.
+        ManifestUnreadableError: When it exists but is unreadable.
     """
-    os.makedirs(cam_dir, exist_ok=True)
-    old = read_cam_manifest(cam_dir)
-    if not overwrite:
-        if old is not None:
-            diffs = [f'{k}: {old.get(k)!r} -> {manifest[k]!r}' for k in
-                     ('checkpoint_sha256', 'scales', 'flip', 'format_version')
-                     if old.get(k) != manifest[k]]
-            if diffs:
-                raise CamManifestMismatch(
-                    f'{cam_dir} holds CAMs made differently ({"; ".join(diffs)}); pass another '
-                    '--out, or --overwrite to recompute them.')
-        elif any(e.name.endswith(CAM_SUFFIX) for e in os.scandir(cam_dir)):
-            raise CamManifestMismatch(
-                f'{cam_dir} holds CAM files of unknown origin (no {CAM_MANIFEST_NAME}); pass '
-                'another --out, or --overwrite to recompute them.')
-    with atomic_write(osp.join(cam_dir, CAM_MANIFEST_NAME)) as tmp, open(tmp, 'w') as f:
-        json.dump(manifest, f, indent=2)
+    return read_manifest(osp.join(cam_dir, CAM_MANIFEST_NAME))
+
+
+def prepare_cam_dir(cam_dir: str, manifest: Mapping, overwrite: bool = False) -> None:
+    """Create ``cam_dir`` and claim it for ``manifest`` (see :func:`cam_manifest`).
+
+    Existing CAM files are only reused (resume) when the folder's manifest is
+    the same; CAMs of another checkpoint, other scales or flip setting, or of
+    unknown origin (``.npz`` files without a manifest) are refused unless
+    ``overwrite`` (which recomputes every listed image).
+
+    Raises:
+        ManifestMismatchError: Naming the folder, the differences and the fix.
+        ManifestUnreadableError: An unreadable manifest without ``overwrite``.
+    """
+    claim_folder(cam_dir, manifest, filename=CAM_MANIFEST_NAME, what='CAMs',
+                 entry_suffix=CAM_SUFFIX, overwrite=overwrite)

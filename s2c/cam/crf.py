@@ -16,6 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+try:  # the compiled extension of pydensecrf2 (module `pydensecrf`); reported when used
+    import pydensecrf.densecrf as dcrf
+except ImportError as _err:  # pragma: no cover - install problem
+    dcrf, _DCRF_ERROR = None, _err
+
 #: Lower clip of the scores before ``-log`` (pydensecrf ``unary_from_softmax`` default).
 UNARY_CLIP = 1e-5
 
@@ -66,11 +71,10 @@ def crf_inference(image: np.ndarray, scores: np.ndarray,
             differs from the scores.
         ImportError: When ``pydensecrf`` (package ``pydensecrf2``) is missing.
     """
-    try:
-        import pydensecrf.densecrf as dcrf
-    except ImportError as e:  # pragma: no cover - install problem
-        raise ImportError('dense CRF needs the pydensecrf module: pip install pydensecrf2 '
-                          '(the original pydensecrf does not build on Python 3.11/numpy 2)') from e
+    if dcrf is None:  # pragma: no cover - install problem
+        raise ImportError('dense CRF needs the pydensecrf module: pip install pydensecrf2 (the '
+                          'original pydensecrf does not build on Python 3.11/numpy 2)'
+                          ) from _DCRF_ERROR
     image = np.asarray(image)
     scores = np.asarray(scores, dtype=np.float32)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:

@@ -1,7 +1,14 @@
-"""Datasets and transforms."""
+"""Datasets: image-level classification data, image lists and labels, path resolution,
+converters, the synthetic demo data and the transforms."""
 from . import transforms  # noqa: F401  (registers the transforms)
 from .class_names import VOC_CLASSES
+from .cls_labels import load_cls_labels
 from .collate import sample_list_collate
-from .voc12 import VOC12ClsDataset, load_cls_labels, read_split
+from .paths import DatasetPaths, dataset_paths, unwrap_dataset_cfg
+from .split import read_split
+from .voc12 import VOC12ClsDataset
 
-__all__ = ['VOC_CLASSES', 'sample_list_collate', 'VOC12ClsDataset', 'load_cls_labels', 'read_split']
+__all__ = [
+    'VOC_CLASSES', 'load_cls_labels', 'sample_list_collate', 'DatasetPaths', 'dataset_paths',
+    'unwrap_dataset_cfg', 'read_split', 'VOC12ClsDataset'
+]

@@ -5,64 +5,15 @@ import logging
 import os.path as osp
 from collections.abc import Sequence
 
-import numpy as np
 from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
 
 from s2c.registry import DATASETS, TRANSFORMS
+from s2c.utils.image_io import suffix_hint
 
 from .class_names import VOC_CLASSES
-
-
-def read_split(path: str) -> list[str]:
-    """Read an image list.
-
-    Accepts bare ids (``2007_000032``) as in ``ImageSets/Segmentation/*.txt`` and
-    PSA-style lines (``/JPEGImages/2007_000032.jpg /SegmentationClassAug/...``):
-    the id is the stem of the first token. Blank lines are skipped.
-
-    Args:
-        path: The list file.
-
-    Returns:
-        list[str]: Image ids in file order.
-
-    Raises:
-        FileNotFoundError: When the list does not exist (the message says how to make one).
-    """
-    if not osp.isfile(path):
-        raise FileNotFoundError(
-            f'image list {path} not found; VOC lists live in '
-            '<data_root>/ImageSets/Segmentation/ (train_aug.txt is written by '
-            'tools/dataset_converters/voc12.py ROOT --sbd SBD_ROOT).')
-    names = []
-    with open(path, encoding='utf-8-sig') as f:  # -sig: a BOM (Windows editors) is dropped
-        for line in f:
-            token = line.strip().split(' ')[0] if line.strip() else ''
-            if token:
-                names.append(osp.splitext(osp.basename(token))[0])
-    return names
-
-
-def load_cls_labels(path: str) -> dict[str, np.ndarray]:
-    """Load PSA's ``cls_labels.npy``: a pickled dict ``name -> (C,) float32`` multi-hot.
-
-    Raises:
-        FileNotFoundError: When the file is missing (says how to make it).
-        ValueError: When the file is not such a dict.
-    """
-    if not osp.isfile(path):
-        raise FileNotFoundError(
-            f'image-level labels {path} not found; write them with '
-            'python tools/dataset_converters/voc12.py DATA_ROOT')
-    try:
-        labels = np.load(path, allow_pickle=True).item()
-    except Exception as e:
-        raise ValueError(f'{path} is not a PSA-style cls_labels.npy (pickled dict name -> '
-                         f'multi-hot vector): {e}') from e
-    if not isinstance(labels, dict):
-        raise ValueError(f'{path} holds a {type(labels).__name__}, expected a dict')
-    return labels
+from .cls_labels import load_cls_labels
+from .split import read_split
 
 
 @DATASETS.register_module()
@@ -138,7 +89,7 @@ class VOC12ClsDataset(BaseDataset):
                            'tools/dataset_converters/voc12.py')
         data_list, no_fg, missing = [], [], []
         for name in names:
-            label = np.asarray(labels[name], dtype=np.float32).reshape(-1)
+            label = labels[name]
             if label.shape[0] != num_classes:
                 raise ValueError(f'{labels_path}: label of {name} has {label.shape[0]} classes, '
                                  f'the dataset has {num_classes}')
@@ -155,7 +106,6 @@ class VOC12ClsDataset(BaseDataset):
                 item['se_map_path'] = osp.join(se_dir, name + '.png')
             data_list.append(item)
         if missing:
-            from s2c.datasets.transforms.loading import suffix_hint
             raise FileNotFoundError(f'{len(missing)} images listed in {self.ann_file} are '
                                     f'missing (first: {missing[:5]}); check data_root / img_dir'
                                     f'{suffix_hint(missing[0])}')

@@ -8,7 +8,7 @@ It produces the same masks, in the same order, as segment-anything 1.0's
   resolution first, through a ``img_size x img_size`` intermediate);
 - the surviving logits are upsampled in small chunks (bounded memory);
 - the two-way transformer runs with the image-side work shared across the
-  prompts of a batch (:mod:`s2c.sam.amg_decoder`, ``fast_decoder=True``), and
+  prompts of a batch (:mod:`s2c.sam.decoders.one_image`, ``fast_decoder=True``), and
   the mask upscaling runs only for prompts with a mask that passes the
   predicted-IoU filter;
 - masks stay boolean tensors (cut to their box until NMS is done): no RLE
@@ -46,13 +46,15 @@ from dataclasses import dataclass
 from itertools import product
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from segment_anything.modeling import Sam
 from torchvision.ops import batched_nms, box_area
 from tqdm import tqdm
 
-from .amg_decoder import decode_tokens, predict_iou, predict_mask_logits
+from .decoders import decode_tokens, predict_iou, predict_mask_logits
+from .stability import stability_score
 from .transforms import (
     check_rgb_image,
     original_to_input_coords,
@@ -118,22 +120,6 @@ def masks_to_boxes_xyxy(masks: torch.Tensor) -> torch.Tensor:
     return boxes * rows.any(dim=1, keepdim=True)
 
 
-def stability_score(logits: torch.Tensor, mask_threshold: float, offset: float) -> torch.Tensor:
-    """``count(logits > t + offset) / count(logits > t - offset)`` over the last two dims.
-
-    Args:
-        logits: ``(N, H, W)`` full-resolution mask logits.
-        mask_threshold: ``t`` (SAM: 0.0).
-        offset: Stability score offset (default 1.0).
-
-    Returns:
-        torch.Tensor: ``(N,)`` float32 in [0, 1] (NaN when both counts are 0).
-    """
-    inter = (logits > (mask_threshold + offset)).sum(dim=(-1, -2))
-    union = (logits > (mask_threshold - offset)).sum(dim=(-1, -2))
-    return inter / union
-
-
 def box_near_crop_edge(boxes: torch.Tensor, crop_box: Sequence[int], orig_box: Sequence[int],
                        atol: float = 20.0) -> torch.Tensor:
     """``(N,)`` bool: a box (crop frame) lies within ``atol`` px of a crop edge that is
@@ -154,8 +140,6 @@ def remove_small_regions(mask: np.ndarray, area_thresh: float,
     8-connected components (OpenCV). When every island is small, the largest
     one is kept. Returns the new mask and whether it changed.
     """
-    import cv2
-
     if mode not in ('holes', 'islands'):
         raise ValueError(f"mode must be 'holes' or 'islands', got {mode!r}")
     holes = mode == 'holes'
@@ -237,7 +221,7 @@ class SamAMG:
         crop_n_points_downscale_factor: Points per side shrink by this per layer.
         point_grids: Explicit ``(K, 2)`` grids in ``[0, 1]`` per layer.
         min_mask_region_area: If > 0, fill holes / drop islands smaller than this (px).
-        fast_decoder: Decode with :mod:`s2c.sam.amg_decoder` (image-side work
+        fast_decoder: Decode with :mod:`s2c.sam.decoders.one_image` (image-side work
             shared across prompts, masks upscaled only when they pass the IoU
             filter; equal to the module up to float re-association). False:
             the decoder module's own forward, bit-identical to the library.
@@ -420,7 +404,7 @@ class SamAMG:
     def _decode_fast(self, features: torch.Tensor, dense_pe: torch.Tensor,
                      sparse: torch.Tensor, dense: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Decode a batch with :mod:`s2c.sam.amg_decoder`; upscale only the masks that
+        """Decode a batch with :mod:`s2c.sam.decoders.one_image`; upscale only the masks that
         pass the predicted-IoU filter (before any upsampling).
 
         Returns:

@@ -15,12 +15,7 @@ the image encoder and produce garbage masks.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import logging
-import os
 import os.path as osp
-from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -33,11 +28,11 @@ from segment_anything.modeling import (
     TwoWayTransformer,
 )
 
-from s2c.utils import atomic_write, file_sha256, resolve_device
+from s2c.utils.checkpoint import load_state_dict_strict, read_state_dict
+from s2c.utils.device import resolve_device
+from s2c.utils.hashing import remembered_digest, state_dict_sha256
 
 from .transforms import PIXEL_MEAN, PIXEL_STD
-
-logger = logging.getLogger(__name__)
 
 SAM_MODEL_TYPES = ('vit_b', 'vit_l', 'vit_h', 'tiny')
 
@@ -57,8 +52,6 @@ SAM_SPECS: dict[str, dict[str, Any]] = {
 PATCH_SIZE = 16
 WINDOW_SIZE = 14
 PROMPT_EMBED_DIM = 256
-
-_MAX_LISTED_KEYS = 10
 
 
 def _check_model_type(model_type: str) -> dict[str, Any]:
@@ -120,93 +113,38 @@ def _build_modules(model_type: str) -> Sam:
                mask_decoder=mask_decoder, pixel_mean=list(PIXEL_MEAN), pixel_std=list(PIXEL_STD))
 
 
-def read_sam_state_dict(checkpoint: str) -> dict[str, torch.Tensor]:
-    """Read a SAM checkpoint file into a state dict on the CPU.
-
-    Uses ``torch.load(..., weights_only=True)`` (official SAM checkpoints are
-    plain state dicts of tensors). A dict wrapping the state dict under
-    ``'model'`` or ``'state_dict'`` is unwrapped.
-
-    Args:
-        checkpoint: Path of the ``.pth`` file.
-
-    Returns:
-        dict: Parameter name -> tensor.
-
-    Raises:
-        FileNotFoundError: When the file does not exist.
-        RuntimeError: When the file is truncated, not a torch checkpoint, or
-            holds no state dict (the message names the file and says to
-            re-download it).
-    """
-    if not osp.isfile(checkpoint):
-        raise FileNotFoundError(
-            f'SAM checkpoint {checkpoint} does not exist; download it (e.g. '
-            'sam_vit_h_4b8939.pth from the segment-anything release) or fix sam.checkpoint.')
-    try:
-        obj = torch.load(checkpoint, map_location='cpu', weights_only=True)
-    except Exception as e:  # torch.load raises many types on corrupt files
-        size = osp.getsize(checkpoint)
-        raise RuntimeError(
-            f'cannot read SAM checkpoint {checkpoint} ({size} bytes): {type(e).__name__}: {e}. '
-            'The file is truncated or not a torch checkpoint; re-download it.') from e
-    if isinstance(obj, Mapping):
-        for key in ('model', 'state_dict'):
-            if key in obj and isinstance(obj[key], Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise RuntimeError(
-            f'SAM checkpoint {checkpoint} does not hold a state dict of tensors '
-            f'(got {type(obj).__name__}); re-download the official checkpoint.')
-    return dict(obj)
-
-
-def _format_keys(keys: list[str]) -> str:
-    shown = ', '.join(keys[:_MAX_LISTED_KEYS])
-    more = f', ... (+{len(keys) - _MAX_LISTED_KEYS} more)' if len(keys) > _MAX_LISTED_KEYS else ''
-    return f'{len(keys)}: [{shown}{more}]'
-
-
 def load_sam_checkpoint(model: Sam, checkpoint: str, *, strict: bool = True,
                         model_type: str = '?') -> None:
-    """Load ``checkpoint`` into ``model`` (in place), strictly by default.
+    """Load an official SAM checkpoint into ``model`` (in place), strictly by default.
 
     Args:
         model: A SAM built by :func:`build_sam`.
-        checkpoint: Path of the state-dict file.
+        checkpoint: Path of the state-dict file (``image_encoder.*``,
+            ``prompt_encoder.*``, ``mask_decoder.*``).
         strict: When True, any missing or unexpected key is an error. When
             False they are logged as a warning and the rest is loaded.
         model_type: Only used in messages.
 
     Raises:
-        FileNotFoundError / RuntimeError: See :func:`read_sam_state_dict`.
-        KeyError: (strict) missing/unexpected keys; the message lists up to 10
-            of each with their counts.
-        RuntimeError: Shape mismatches (e.g. a vit_h file for a vit_b model).
+        FileNotFoundError: When the file does not exist (says where to get it).
+        RuntimeError: When the file is truncated or not a torch state dict.
+        KeyError: (strict) missing/unexpected keys, up to 10 of each listed with counts.
+        ValueError: Shape mismatches (e.g. a vit_h file for a vit_b model).
     """
-    state = read_sam_state_dict(checkpoint)
-    own = model.state_dict()
-    missing = sorted(k for k in own if k not in state)
-    unexpected = sorted(k for k in state if k not in own)
-    if missing or unexpected:
-        msg = (f'SAM checkpoint {checkpoint} does not match a {model_type} SAM: '
-               f'missing keys {_format_keys(missing)}; unexpected keys {_format_keys(unexpected)}')
-        if strict:
-            raise KeyError(msg + '. Check sam.model_type against the file, or re-download it.')
-        logger.warning(msg)
-    bad_shapes = [f'{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
-                  for k in own if k in state and state[k].shape != own[k].shape]
-    if bad_shapes:
-        raise RuntimeError(
-            f'SAM checkpoint {checkpoint} has tensors of the wrong shape for a {model_type} SAM '
-            f'({len(bad_shapes)}: {"; ".join(bad_shapes[:_MAX_LISTED_KEYS])}); '
-            'is sam.model_type right?')
-    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    if not osp.isfile(checkpoint):
+        raise FileNotFoundError(
+            f'SAM checkpoint {checkpoint} does not exist; download it (e.g. '
+            'sam_vit_h_4b8939.pth from the segment-anything release) or fix the checkpoint '
+            'path in the config.')
+    state = read_state_dict(checkpoint, 'SAM checkpoint')
+    load_state_dict_strict(model, state, checkpoint, strict=strict,
+                           hint=f'Is it a {model_type} SAM checkpoint? Check model_type against '
+                           'the file, or re-download it.')
 
 
 def build_sam(model_type: str, checkpoint: str | None = None, *,
-              device: str | torch.device | None = 'auto', strict: bool = True) -> Sam:
+              device: str | torch.device | None = 'auto', strict: bool = True,
+              seed: int | None = None) -> Sam:
     """Build a SAM from segment-anything's modules and (optionally) load weights.
 
     Model types: ``vit_b``, ``vit_l``, ``vit_h`` (official architectures,
@@ -220,9 +158,12 @@ def build_sam(model_type: str, checkpoint: str | None = None, *,
     Args:
         model_type: One of :data:`SAM_MODEL_TYPES`.
         checkpoint: Official SAM state-dict file, or None for random weights
-            (PyTorch's default initialisation; seed with ``torch.manual_seed``).
+            (PyTorch's default initialisation).
         device: ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'``, ...
         strict: Strict key matching when loading ``checkpoint``.
+        seed: Random weights only: build after ``torch.manual_seed(seed)`` without
+            moving the global RNG (every process builds the same model); ``None``
+            draws from the global RNG.
 
     Returns:
         Sam: The model in eval mode on ``device``, with ``requires_grad`` left
@@ -230,11 +171,15 @@ def build_sam(model_type: str, checkpoint: str | None = None, *,
         ``s2c_model_type`` and ``s2c_checkpoint`` record what was built.
 
     Raises:
-        ValueError: Unknown ``model_type``.
-        FileNotFoundError / RuntimeError / KeyError: See
-            :func:`load_sam_checkpoint`.
+        ValueError: Unknown ``model_type``, or a checkpoint of the wrong shapes.
+        FileNotFoundError / RuntimeError / KeyError: See :func:`load_sam_checkpoint`.
     """
-    model = _build_modules(model_type)
+    if checkpoint is None and seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = _build_modules(model_type)
+    else:
+        model = _build_modules(model_type)
     if checkpoint is not None:
         load_sam_checkpoint(model, checkpoint, strict=strict, model_type=model_type)
     model.s2c_model_type = model_type
@@ -271,65 +216,38 @@ def sam_autocast(device: str | torch.device, autocast_dtype: str | None = None
     return torch.autocast('cuda', dtype=torch.bfloat16)
 
 
-_SHA_MEMO: dict[tuple[str, int, int], str] = {}
+_ENCODER_ID_MEMO: dict[tuple[str, int], str] = {}
 
 
-def _sha_cache_dir() -> str:
-    root = os.environ.get('XDG_CACHE_HOME') or osp.join(osp.expanduser('~'), '.cache')
-    return osp.join(root, 's2c', 'sha256')
+def encoder_id(model_type: str, checkpoint: str | None = None, *, seed: int = 0,
+               model: Sam | None = None) -> str:
+    """Identity of a SAM image encoder: ``<model_type>-<16 hex digits>``.
 
-
-def _read_sha_record(path: str, size: int, mtime_ns: int) -> str | None:
-    try:
-        with open(path) as f:
-            rec = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if rec.get('size') == size and rec.get('mtime_ns') == mtime_ns:
-        return rec.get('sha256')
-    return None
-
-
-def _write_sha_record(path: str, record: dict[str, Any]) -> bool:
-    try:
-        with atomic_write(path) as tmp, open(tmp, 'w') as f:
-            json.dump(record, f)
-        return True
-    except OSError:
-        return False
-
-
-def checkpoint_sha256(path: str) -> str:
-    """SHA-256 of a checkpoint file, computed once and remembered.
-
-    The digest is remembered in memory and on disk, keyed by the file's size
-    and modification time (ns): first in a side file ``<path>.sha256`` (JSON),
-    or, when the checkpoint's folder is not writable, in
-    ``$XDG_CACHE_HOME/s2c/sha256/<sha1 of the absolute path>.json``
-    (default ``~/.cache``). A changed file (size or mtime) is hashed again.
+    The digits are the start of the SHA-256 over the ``image_encoder.*``
+    tensors (:func:`s2c.utils.hashing.state_dict_sha256`). An embedding cache
+    records it, and every prompt back-end computes it from its own checkpoint,
+    so a back-end accepts exactly the caches its encoder would have made: HQ-SAM
+    ships SAM's frozen encoder (same id as vanilla SAM), RobustSAM may not.
+    For a checkpoint file the digest is computed once and remembered next to
+    the file (:func:`s2c.utils.hashing.remembered_digest`).
 
     Args:
-        path: The checkpoint file.
+        model_type: ``vit_b``, ``vit_l``, ``vit_h`` or ``tiny``.
+        checkpoint: Checkpoint file, or ``None`` for random weights.
+        seed: Seed of the random weights when ``checkpoint`` is ``None``.
+        model: An already built SAM of those weights (saves building one).
 
     Returns:
-        str: 64 hex digits.
-
-    Raises:
-        FileNotFoundError: When ``path`` does not exist.
+        str: e.g. ``'vit_h-1a2b3c4d5e6f7a8b'``.
     """
-    path = osp.abspath(path)
-    st = os.stat(path)
-    key = (path, st.st_size, st.st_mtime_ns)
-    if key in _SHA_MEMO:
-        return _SHA_MEMO[key]
-    side = path + '.sha256'
-    user = osp.join(_sha_cache_dir(), hashlib.sha1(path.encode()).hexdigest() + '.json')
-    digest = (_read_sha_record(side, st.st_size, st.st_mtime_ns)
-              or _read_sha_record(user, st.st_size, st.st_mtime_ns))
-    if digest is None:
-        digest = file_sha256(path)
-        record = dict(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=digest)
-        if not _write_sha_record(side, record):
-            _write_sha_record(user, record)
-    _SHA_MEMO[key] = digest
-    return digest
+    _check_model_type(model_type)
+    if checkpoint is not None:
+        digest = remembered_digest(checkpoint, 'image_encoder_sha256', lambda p: state_dict_sha256(
+            read_state_dict(p, 'SAM checkpoint'), 'image_encoder.'))
+        return f'{model_type}-{digest[:16]}'
+    key = (model_type, int(seed))
+    if key not in _ENCODER_ID_MEMO:
+        if model is None:
+            model = build_sam(model_type, None, device='cpu', seed=seed)
+        _ENCODER_ID_MEMO[key] = state_dict_sha256(model.state_dict(), 'image_encoder.')
+    return f'{model_type}-{_ENCODER_ID_MEMO[key][:16]}'

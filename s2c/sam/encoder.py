@@ -1,4 +1,4 @@
-"""Running SAM's image encoder on images: embeddings and early ViT features.
+"""Running SAM's image encoder: the one function behind the cache job and online CPM.
 
 The image encoder (``segment_anything.modeling.ImageEncoderViT``) maps a
 preprocessed ``(B, 3, S, S)`` batch (``S = img_size``: 1024 for vit_b/l/h) to the
@@ -16,41 +16,24 @@ refused: the ViT-H encoder is known to produce garbage (overflow) in fp16.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
-from .build import sam_autocast
+from s2c.structures import ImageFeatures
+
+from .build import global_attn_indexes, sam_autocast
 from .transforms import preprocess_image
 
 
-@dataclass
-class EncodedImages:
-    """Encoder outputs of a batch.
-
-    Attributes:
-        embeddings: ``(B, 256, h', w')`` float32 image embeddings.
-        early: ``(B, h', w', C)`` float32 output of the first global-attention
-            block, or ``None`` when not asked for.
-        input_sizes: ``B`` pairs ``(h, w)``: image size after SAM's resize (SAM
-            input frame, before padding).
-        original_sizes: ``B`` pairs ``(H, W)``: original image sizes.
-    """
-
-    embeddings: torch.Tensor
-    early: torch.Tensor | None
-    input_sizes: list[tuple[int, int]]
-    original_sizes: list[tuple[int, int]]
-
-
-def early_block_index(sam: torch.nn.Module, model_type: str | None = None) -> int:
+def early_block_index(model: nn.Module, model_type: str | None = None) -> int:
     """Index of the first global-attention block of SAM's image encoder.
 
     Args:
-        sam: A ``Sam`` model.
+        model: A ``Sam`` or its ``ImageEncoderViT``.
         model_type: When given, :func:`s2c.sam.build.global_attn_indexes` of it is
-            used (vit_b 2, vit_l 5, vit_h 7) and checked against the model.
+            used (vit_b 2, vit_l 5, vit_h 7; tiny 0) and checked against the model.
 
     Returns:
         int: Block index.
@@ -59,92 +42,95 @@ def early_block_index(sam: torch.nn.Module, model_type: str | None = None) -> in
         ValueError: When the encoder has no global-attention block or the model
             does not match ``model_type``.
     """
-    blocks = sam.image_encoder.blocks
-    global_blocks = [i for i, b in enumerate(blocks) if getattr(b, 'window_size', 0) == 0]
+    blocks = getattr(model, 'image_encoder', model).blocks
     if model_type is not None:
-        from .build import global_attn_indexes
-
-        idx = tuple(global_attn_indexes(model_type))
-        if idx:
-            if idx[0] >= len(blocks) or getattr(blocks[idx[0]], 'window_size', 0) != 0:
-                raise ValueError(f'model does not look like {model_type!r}: block {idx[0]} of its '
-                                 f'{len(blocks)} ViT blocks is not a global-attention block')
-            return int(idx[0])
+        idx = global_attn_indexes(model_type)[0]
+        if idx >= len(blocks) or getattr(blocks[idx], 'window_size', 0) != 0:
+            raise ValueError(f'model does not look like {model_type!r}: block {idx} of its '
+                             f'{len(blocks)} ViT blocks is not a global-attention block')
+        return int(idx)
+    global_blocks = [i for i, b in enumerate(blocks) if getattr(b, 'window_size', 0) == 0]
     if not global_blocks:
         raise ValueError('the image encoder has no global-attention block (window_size == 0)')
     return global_blocks[0]
 
 
 @torch.no_grad()
-def encode_batch(sam: torch.nn.Module, batch: torch.Tensor, *, early_block: int | None = None,
-                 autocast_dtype: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def encode_batch(image_encoder: nn.Module, batch: torch.Tensor, *,
+                 early_block: int | None = None, autocast_dtype: str | None = None,
+                 chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run the image encoder on a preprocessed batch.
 
     Args:
-        sam: A ``Sam`` model (eval mode).
+        image_encoder: SAM's ``ImageEncoderViT`` (eval mode).
         batch: ``(B, 3, S, S)`` float32, normalised and padded as by
             :func:`s2c.sam.transforms.preprocess_image`, on any device (moved to
-            the model's device).
+            the encoder's device).
         early_block: Index of the ViT block whose output to return too, or ``None``.
         autocast_dtype: ``None`` or ``'bf16'`` (CUDA only).
+        chunk_size: Images per encoder call (the global attention of ViT-H holds
+            ``B x heads x 4096 x 4096`` maps); ``None`` = all at once. The result
+            does not depend on it.
 
     Returns:
         tuple: embeddings ``(B, 256, S/16, S/16)`` float32 and early features
         ``(B, S/16, S/16, C)`` float32 (``None`` when ``early_block`` is ``None``).
+
+    Raises:
+        ValueError: For fp16, or bf16 off CUDA (see :func:`~s2c.sam.build.sam_autocast`).
     """
-    encoder = sam.image_encoder
-    device = next(encoder.parameters()).device
-    captured: dict[str, torch.Tensor] = {}
+    device = next(image_encoder.parameters()).device
+    ctx = sam_autocast(device, autocast_dtype)  # raises for fp16 and for bf16 off CUDA
+    step = chunk_size or max(1, batch.shape[0])
+    embs, earlies = [], []
     handle = None
     if early_block is not None:
-        def _hook(_module: torch.nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-            captured['early'] = output
+        def _hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+            earlies.append(output.float())
 
-        handle = encoder.blocks[early_block].register_forward_hook(_hook)
-    ctx = sam_autocast(device, autocast_dtype)  # raises for fp16 and for bf16 off CUDA
+        handle = image_encoder.blocks[early_block].register_forward_hook(_hook)
     try:
-        with ctx:
-            emb = encoder(batch.to(device=device, dtype=torch.float32))
+        for start in range(0, batch.shape[0], step):
+            with ctx:
+                x = batch[start:start + step].to(device=device, dtype=torch.float32)
+                embs.append(image_encoder(x).float())
     finally:
         if handle is not None:
             handle.remove()
-    early = captured['early'].float() if early_block is not None else None
-    return emb.float(), early
+    early = torch.cat(earlies) if early_block is not None else None
+    return torch.cat(embs), early
 
 
-def encode_images(sam: torch.nn.Module, images: Sequence[np.ndarray], *,
+def encode_images(sam: nn.Module, images: Sequence[np.ndarray], *,
                   early_block: int | None = None,
-                  autocast_dtype: str | None = None) -> EncodedImages:
+                  autocast_dtype: str | None = None) -> ImageFeatures:
     """Preprocess images the way SAM does and encode them as one batch.
 
     Args:
         sam: A ``Sam`` model (eval mode).
-        images: ``B`` RGB uint8 arrays ``(H, W, 3)`` (sizes may differ).
+        images: ``B`` RGB uint8 arrays ``(H, W, 3)`` (original frame; sizes may differ).
         early_block: ViT block whose output to return too (see
             :func:`early_block_index`), or ``None``.
         autocast_dtype: ``None`` or ``'bf16'`` (CUDA only).
 
     Returns:
-        EncodedImages: Embeddings ``(B, 256, h', w')`` etc., float32 on the model's
-        device.
+        ImageFeatures: embeddings ``(B, 256, h', w')``, ``input_sizes``,
+        ``original_sizes`` and ``early``, float32 on the model's device.
+
+    Raises:
+        ValueError: When an image is not ``(H, W, 3)`` uint8.
     """
     img_size = int(sam.image_encoder.img_size)
     device = next(sam.image_encoder.parameters()).device
     tensors, input_sizes, original_sizes = [], [], []
     for image in images:
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f'expected an RGB uint8 image (H, W, 3), got {image.dtype} '
-                             f'{image.shape}')
         tensor, input_size = preprocess_image(image, img_size, device=device)
         tensors.append(tensor)
-        input_sizes.append((int(input_size[0]), int(input_size[1])))
-        original_sizes.append((int(image.shape[0]), int(image.shape[1])))
-    emb, early = encode_batch(sam, torch.cat(tensors, 0), early_block=early_block,
+        input_sizes.append([int(input_size[0]), int(input_size[1])])
+        original_sizes.append([int(image.shape[0]), int(image.shape[1])])
+    emb, early = encode_batch(sam.image_encoder, torch.cat(tensors, 0), early_block=early_block,
                               autocast_dtype=autocast_dtype)
-    return EncodedImages(emb, early, input_sizes, original_sizes)
-
-
-def encode_image(sam: torch.nn.Module, image: np.ndarray, *, early_block: int | None = None,
-                 autocast_dtype: str | None = None) -> EncodedImages:
-    """:func:`encode_images` for one image (``B = 1``)."""
-    return encode_images(sam, [image], early_block=early_block, autocast_dtype=autocast_dtype)
+    return ImageFeatures(
+        embeddings=emb, early=early, img_size=img_size,
+        input_sizes=torch.tensor(input_sizes, dtype=torch.long, device=device).view(-1, 2),
+        original_sizes=torch.tensor(original_sizes, dtype=torch.long, device=device).view(-1, 2))

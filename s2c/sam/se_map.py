@@ -1,10 +1,10 @@
-"""SE maps: one label map per image composed from overlapping masks, as uint16 PNG.
+"""SE maps: one label map per image composed from overlapping masks.
 
 An SE ("segment everything") map is an ``(H, W)`` uint16 array at the
 original image resolution: 0 = no segment, 1..K = segments (contiguous).
 S2C's SSC loss pulls the features of each segment towards its prototype.
 
-Overlap rules (DESIGN.md section 3):
+Overlap rules:
 
 - ``'smallest_on_top'`` (paper, default): masks are painted from the largest
   to the smallest area, so a smaller segment wins where masks overlap; equal
@@ -17,22 +17,19 @@ Overlap rules (DESIGN.md section 3):
 
 After painting, the ids still visible are renumbered ``1..K`` in painting
 order (so a fully covered mask disappears and the top-most painted visible
-segment has the largest id). More than 65,535 visible segments is an error.
-The official code stores int64 ``.npy`` and its loader casts to uint8, which
-wraps ids above 255; here ids are never wrapped.
+segment has the largest id). More than 65,535 visible segments is an error
+(maps are stored as uint16 PNG, :mod:`s2c.utils.se_map_io`).
 """
 from __future__ import annotations
 
-import os.path as osp
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 
-from s2c.utils import atomic_write
+from s2c.utils.se_map_io import MAX_SEGMENTS
+from s2c.utils.segments import renumber_segments
 
 OVERLAP_RULES = ('smallest_on_top', 'highest_iou_on_top')
-MAX_SEGMENTS = np.iinfo(np.uint16).max  # 65,535
 
 
 def check_overlap_rule(overlap: str) -> str:
@@ -79,16 +76,12 @@ def renumber_se_map(labels: np.ndarray) -> np.ndarray:
     Raises:
         ValueError: Negative ids, or more than 65,535 distinct segments.
     """
-    labels = np.asarray(labels)
-    if labels.size and labels.min() < 0:
-        raise ValueError(f'SE map ids must be >= 0, got min {labels.min()}')
-    ids, inverse = np.unique(labels, return_inverse=True)
-    k = int((ids != 0).sum())
+    ids = renumber_segments(labels)
+    k = int(ids.max()) if ids.size else 0
     if k > MAX_SEGMENTS:
         raise ValueError(f'{k} segments do not fit a uint16 SE map (at most {MAX_SEGMENTS}); '
                          'lower the number of masks (e.g. raise pred_iou_thresh).')
-    new_ids = np.arange(len(ids), dtype=np.int64) + (0 if ids[0] == 0 else 1)
-    return new_ids[inverse.reshape(labels.shape)].astype(np.uint16)
+    return ids.astype(np.uint16)
 
 
 def compose_se_map(masks: np.ndarray | Sequence[np.ndarray],
@@ -127,53 +120,3 @@ def compose_se_map(masks: np.ndarray | Sequence[np.ndarray],
     for step, idx in enumerate(paint_order(areas, predicted_iou, overlap), start=1):
         canvas[masks[idx]] = step
     return renumber_se_map(canvas)
-
-
-def save_se_map(path: str, se_map: np.ndarray) -> None:
-    """Write an SE map as a 16-bit grayscale PNG, atomically (temp file + rename).
-
-    Args:
-        path: Destination ``.png``.
-        se_map: ``(H, W)`` integer map with values in ``[0, 65535]``.
-
-    Raises:
-        ValueError: Not 2-D, not integer, or values outside ``[0, 65535]``.
-        OSError: When the PNG cannot be written.
-    """
-    se_map = np.asarray(se_map)
-    if se_map.ndim != 2 or not np.issubdtype(se_map.dtype, np.integer):
-        raise ValueError(f'SE map for {path} must be a 2-D integer array, got '
-                         f'{se_map.dtype} {se_map.shape}')
-    if se_map.size and (se_map.min() < 0 or se_map.max() > MAX_SEGMENTS):
-        raise ValueError(f'SE map for {path} has ids outside [0, {MAX_SEGMENTS}]: '
-                         f'[{se_map.min()}, {se_map.max()}]')
-    with atomic_write(path) as tmp:
-        if not cv2.imwrite(tmp, se_map.astype(np.uint16)):
-            raise OSError(f'could not write SE map {path} (OpenCV imwrite failed)')
-
-
-def load_se_map(path: str) -> np.ndarray:
-    """Read an SE map PNG written by :func:`save_se_map`.
-
-    Args:
-        path: The ``.png`` file.
-
-    Returns:
-        np.ndarray: ``(H, W)`` uint16 (0 = no segment).
-
-    Raises:
-        FileNotFoundError: When the file does not exist.
-        ValueError: When it is not a readable single-channel 8/16-bit PNG
-            (the message names the file; delete it and re-run the SE map job).
-    """
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'SE map {path} does not exist; run tools/cache_se_maps.py')
-    se_map = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if se_map is None:
-        raise ValueError(f'cannot read SE map {path} (corrupt or not an image); delete it and '
-                         're-run tools/cache_se_maps.py')
-    if se_map.ndim != 2 or se_map.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f'SE map {path} must be a single-channel 8/16-bit PNG, got '
-                         f'{se_map.dtype} {se_map.shape}; delete it and re-run '
-                         'tools/cache_se_maps.py')
-    return se_map.astype(np.uint16, copy=False)

@@ -26,13 +26,18 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import segment_anything.automatic_mask_generator as library_amg
 import torch
+from segment_anything import SamAutomaticMaskGenerator
 from segment_anything.modeling import Sam
+from skimage.segmentation import felzenszwalb, slic
+from torchvision.ops import batched_nms
 
 from s2c.registry import SE_PROVIDERS
+from s2c.utils.hashing import checkpoint_sha256
 
 from .amg import SamAMG
-from .build import build_sam, checkpoint_sha256, sam_autocast
+from .build import build_sam, sam_autocast
 from .se_map import check_overlap_rule, compose_se_map, renumber_se_map
 from .transforms import check_rgb_image
 
@@ -150,7 +155,6 @@ def _device_safe_batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: to
                              iou_threshold: float) -> torch.Tensor:
     """``torchvision.ops.batched_nms`` with scores/categories moved to the boxes' device
     (segment-anything 1.0 passes CPU categories with CUDA boxes)."""
-    from torchvision.ops import batched_nms
     return batched_nms(boxes, scores.to(boxes.device), idxs.to(boxes.device), iou_threshold)
 
 
@@ -167,19 +171,17 @@ class SamAMGReferenceProvider(_SamProviderBase):
 
     def __init__(self, sam: Sam | dict[str, Any], overlap: str = 'smallest_on_top',
                  autocast_dtype: str | None = None, **amg_kwargs: Any) -> None:
-        from segment_anything import SamAutomaticMaskGenerator
         super().__init__(sam, overlap, autocast_dtype, **amg_kwargs)
         self.generator = SamAutomaticMaskGenerator(self.model, output_mode='binary_mask',
                                                    **self.amg_params)
 
     def _masks(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        import segment_anything.automatic_mask_generator as amg_module
-        original = amg_module.batched_nms
-        amg_module.batched_nms = _device_safe_batched_nms
+        original = library_amg.batched_nms
+        library_amg.batched_nms = _device_safe_batched_nms
         try:
             records = self.generator.generate(image)
         finally:
-            amg_module.batched_nms = original
+            library_amg.batched_nms = original
         if not records:
             return np.zeros((0, *image.shape[:2]), dtype=bool), np.zeros(0, dtype=np.float32)
         return (np.stack([r['segmentation'] for r in records]),
@@ -213,7 +215,6 @@ class FelzenszwalbProvider(SEProvider):
                     min_size=self.min_size)
 
     def _compute(self, image: np.ndarray) -> np.ndarray:
-        from skimage.segmentation import felzenszwalb
         labels = felzenszwalb(image, scale=self.scale, sigma=self.sigma, min_size=self.min_size,
                               channel_axis=-1)
         return renumber_se_map(labels.astype(np.int64) + 1)
@@ -247,7 +248,6 @@ class SlicProvider(SEProvider):
                     compactness=self.compactness, sigma=self.sigma)
 
     def _compute(self, image: np.ndarray) -> np.ndarray:
-        from skimage.segmentation import slic
         labels = slic(image, n_segments=self.n_segments, compactness=self.compactness,
                       sigma=self.sigma, start_label=1, channel_axis=-1)
         return renumber_se_map(labels.astype(np.int64))

@@ -1,20 +1,25 @@
-"""Atomic writes and content hashes for caches.
+"""Atomic writes: every output of s2c is written to a temporary name and renamed.
 
-Every cache file of s2c is written to a temporary name in the destination
-folder and renamed into place (``os.replace`` is atomic on POSIX), so an
-interrupted job never leaves a half-written entry under the final name.
+Every cache entry, CAM file, pseudo-label, manifest and checkpoint record is
+written to a temporary name in the destination folder and renamed into place
+(``os.replace`` is atomic on POSIX), so an interrupted job never leaves a
+half-written file under the final name; a rerun cleans the leftovers
+(:func:`clean_stale_tmp`).
 """
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import json
 import os
 import os.path as osp
 import tempfile
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
+#: Prefix of the temporary files (hidden, skipped by every entry listing).
 TMP_PREFIX = '.tmp-'
 
 
@@ -45,7 +50,7 @@ def atomic_write(path: str) -> Iterator[str]:
     suffix = ''.join(base.partition('.')[1:]) if '.' in base else ''
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + base + '.', suffix=suffix, dir=directory)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give caches normal permissions
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give outputs normal permissions
     try:
         yield tmp
         os.replace(tmp, path)
@@ -66,14 +71,32 @@ def atomic_save_npz(path: str, **arrays: np.ndarray) -> None:
         np.savez(f, **arrays)
 
 
-def file_sha256(path: str, chunk_size: int = 1 << 22) -> str:
-    """SHA-256 hex digest of a file, read in 4 MiB chunks.
+def atomic_save_json(path: str, data: Any) -> None:
+    """Write ``data`` as indented JSON atomically (NaN kept as ``NaN``)."""
+    with atomic_write(path) as tmp, open(tmp, 'w') as f:
+        json.dump(data, f, indent=2)
 
-    Raises:
-        FileNotFoundError: When ``path`` does not exist.
+
+def clean_stale_tmp(folder: str, max_age_s: float | None = None) -> int:
+    """Delete ``.tmp-*`` files left in ``folder`` by killed runs.
+
+    Args:
+        folder: The folder.
+        max_age_s: Only delete files not modified for this long (``None``: all;
+            use an age when other writers may be running, e.g. other shards).
+
+    Returns:
+        int: Number of files deleted.
     """
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(chunk_size), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
+    if not osp.isdir(folder):
+        return 0
+    now = time.time()
+    removed = 0
+    for entry in os.scandir(folder):
+        if not entry.name.startswith(TMP_PREFIX) or not entry.is_file():
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if max_age_s is None or now - entry.stat().st_mtime > max_age_s:
+                os.remove(entry.path)
+                removed += 1
+    return removed

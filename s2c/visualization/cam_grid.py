@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from s2c.cam import load_cams
+from s2c.cam.cam_io import load_cams
 from s2c.datasets.class_names import VOC_CLASSES
-from s2c.datasets.transforms.loading import read_rgb_image
-from s2c.utils import VOC_PALETTE, load_label_png
+from s2c.utils.image_io import read_rgb_image
+from s2c.utils.label_io import VOC_PALETTE, load_label_png
 
 
 def heat_overlay(image: np.ndarray, cam: np.ndarray, weight: float = 0.5) -> np.ndarray:

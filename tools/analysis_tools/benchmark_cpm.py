@@ -13,13 +13,14 @@ on synthetic batches, for four settings:
 Inputs (per iteration, seeded): ``B`` random normalised crops ``(B, 3, S, S)``,
 multi-hot labels with 1-3 of 20 classes, blocky random SE maps (a 10 x 10 grid of
 20-60 ids upsampled with nearest neighbour, ~5 % uncovered cells, renumbered as
-``PackClsInputs`` does) and a :class:`~s2c.datasets.transforms.Geometry` record
+``PackClsInputs`` does) and a :class:`~s2c.structures.Geometry` record
 mapping each crop into a 375 x 500 original image (random long-side rescale to
-256-512, random flip, random crop/pad as in ``configs/s2c_voc.py``). For
+256-512, random flip, random crop/pad as in the S2C VOC config). For
 ``cpm_cached`` a temporary embedding cache with one random ``(256, 64, 64)`` record
-per image name and the manifest of :func:`s2c.sam.cache_jobs.run_embedding_job` is
-written first. SAM has random weights (``checkpoint=None``): mask quality is
-meaningless, the cost of every step is the real one. CPM is active from the first
+per image name and the manifest of :func:`s2c.caches.run_embedding_job` is
+written first (:func:`s2c.caches.write_synthetic_embedding_cache`). SAM has random
+weights (``checkpoint=None``): mask quality is meaningless, the cost of every step is
+the real one. CPM is active from the first
 iteration (``start_epoch=0``).
 
 Each setting runs in a fresh subprocess (this script with ``--setting NAME``) so
@@ -43,7 +44,7 @@ Example (CPU, real ResNet-38, SAM vit_b)::
 default, 2; segment-anything's global attention holds ``(B x heads, 4096, 4096)``
 float32 maps, ~20 GB for 8 vit_b crops at once); ``--online-encode-chunk N`` sets it.
 
-Targets (issue 4): ``cpm_cached`` >= 10x faster per iteration than ``cpm_online``;
+Targets: ``cpm_cached`` >= 10x faster per iteration than ``cpm_online``;
 ``ssc`` adds <= 20 % to the ``classifier`` step.
 """
 from __future__ import annotations
@@ -64,8 +65,15 @@ import numpy as np
 import psutil
 import torch
 import torch.nn.functional as F
+from mmengine.logging import MMLogger
 
+import s2c.models  # noqa: F401  (registers the models)
+from s2c.caches import write_synthetic_embedding_cache
+from s2c.registry import MODELS
+from s2c.structures import Geometry
+from s2c.utils import resolve_device
 from s2c.utils.profiling import PeakRSS
+from s2c.utils.segments import renumber_segments
 
 SETTINGS = ('classifier', 'ssc', 'cpm_cached', 'cpm_online')
 DESCRIPTIONS = {
@@ -113,8 +121,6 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------- inputs
 def random_se_map(rng: np.random.Generator, size: int, valid: np.ndarray) -> np.ndarray:
     """Blocky ``(size, size)`` int64 SE map with ids ``0..K`` (renumbered), 0 on padding."""
-    from s2c.datasets.transforms.formatting import renumber_segments
-
     num_ids = int(rng.integers(20, 61))
     grid = rng.integers(1, num_ids + 1, size=(10, 10))
     grid[rng.random((10, 10)) < 0.05] = 0
@@ -126,8 +132,6 @@ def random_se_map(rng: np.random.Generator, size: int, valid: np.ndarray) -> np.
 
 def random_geometry(rng: np.random.Generator, crop: int):
     """Geometry of a ``crop`` x ``crop`` crop of a rescaled, maybe flipped 375x500 image."""
-    from s2c.datasets.transforms import Geometry
-
     h0, w0 = ORI_SHAPE
     long_side = int(rng.integers(256, 513))
     scale = long_side / max(h0, w0)
@@ -197,11 +201,6 @@ class Timers:
 
 def build_model(setting: str, args: argparse.Namespace, cache_dir: str | None) -> torch.nn.Module:
     """The CAM classifier with the losses of ``setting``."""
-    from mmengine.logging import MMLogger
-
-    import s2c.models  # noqa: F401  (registers the models)
-    from s2c.registry import MODELS
-
     # keep init_weights' per-parameter report out of the output
     MMLogger.get_instance('benchmark_cpm', log_level='WARNING')
 
@@ -210,8 +209,9 @@ def build_model(setting: str, args: argparse.Namespace, cache_dir: str | None) -
     if setting != 'classifier':
         cfg['ssc'] = dict(type='SSCLoss', temperature=1.0, loss_weight=1.0, negatives='segments')
     if setting.startswith('cpm'):
+        # seed 0: the random weights the synthetic cache's encoder_id names
         cfg['cpm'] = dict(type='CPM', backend=dict(type='sam', model_type=args.model_type,
-                                                   checkpoint=None, seed=args.seed),
+                                                   checkpoint=None, seed=0),
                           embedding_source=setting.split('_')[1], embedding_dir=cache_dir,
                           start_epoch=0)
     model = MODELS.build(cfg)
@@ -221,9 +221,6 @@ def build_model(setting: str, args: argparse.Namespace, cache_dir: str | None) -
 
 def run_setting(args: argparse.Namespace) -> dict:
     """Time one setting in this process; returns the result dict."""
-    from s2c.sam.cache_jobs import write_synthetic_embedding_cache
-    from s2c.utils import resolve_device
-
     setting = args.setting
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -246,7 +243,7 @@ def run_setting(args: argparse.Namespace) -> dict:
     timers = Timers(device)
     cpm = model.cpm
     if cpm is not None:
-        backend = cpm.backend(device)  # build SAM now (not inside the first iteration)
+        backend = cpm.backend(device)  # on the device now (not inside the first iteration)
         timers.wrap(cpm, 'make_targets', 'make_targets')
         timers.wrap(cpm, 'refine', 'refine')
         timers.wrap(cpm, 'prompt_peaks', 'peaks')
@@ -256,7 +253,7 @@ def run_setting(args: argparse.Namespace) -> dict:
                 backend.encode_batch_size = args.online_encode_chunk
             timers.wrap(backend, 'encode', 'encode')
         else:
-            timers.wrap(cpm.embedding_cache(), 'get_batch', 'cache_read')
+            timers.wrap(cpm.store, 'get_batch', 'cache_read')
     if model.ssc is not None:
         timers.wrap(model.ssc, 'forward', 'ssc_forward')
     setup_s = time.perf_counter() - t_setup
@@ -431,7 +428,6 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix='s2c-bench-cpm-') as tmp:
         cache_dir = None
         if 'cpm_cached' in settings:
-            from s2c.sam.cache_jobs import write_synthetic_embedding_cache
             cache_dir = osp.join(tmp, 'embeddings')
             write_synthetic_embedding_cache(cache_dir, names, args.model_type, ORI_SHAPE,
                                             args.seed, 'tools/analysis_tools/benchmark_cpm.py')

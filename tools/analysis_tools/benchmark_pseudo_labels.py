@@ -2,7 +2,8 @@
 
 Builds a synthetic dataset of ``--num-images`` 500x375 images (smooth random shapes), CAMs
 of two classes per image (float16 ``.npz``, as ``tools/test.py`` writes them) and SE maps of
-about 100 segments (uint16 PNG), then runs the real job (:func:`s2c.cam.make_pseudo_labels`,
+about 100 segments (uint16 PNG), then runs the real job
+(:func:`s2c.pseudo_labels.make_pseudo_labels`,
 file reading and PNG writing included) once per method, each in a fresh process, and
 reports images/s and the peak resident memory (psutil RSS of that process and its workers,
 sampled every 10 ms; "RSS before" is the process after importing s2c, mostly torch, which
@@ -36,6 +37,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from s2c.caches import write_synthetic_embedding_cache
+from s2c.cam import CRFParams, save_cams
+from s2c.pseudo_labels import make_pseudo_labels
 from s2c.utils.profiling import PeakRSS
 
 
@@ -65,8 +69,6 @@ class BenchData:
 def make_data(root: str, num_images: int, width: int = 500, height: int = 375,
               seed: int = 0) -> BenchData:
     """Write the synthetic images, CAMs and SE maps (see the module docstring)."""
-    from s2c.cam import save_cams
-
     rng = np.random.default_rng(seed)
     data = BenchData(root=root, img_dir=osp.join(root, 'img'), cam_dir=osp.join(root, 'cams'),
                      se_dir=osp.join(root, 'se'), names=[f'bench_{i:04d}'
@@ -106,9 +108,7 @@ def _setup_threshold(data: BenchData) -> dict:
 
 
 def _setup_crf(data: BenchData) -> dict:
-    from s2c.cam import CRFParams
-
-    return dict(img_dir=data.img_dir, crf_params=CRFParams())
+    return dict(img_dir=data.img_dir, crf=CRFParams())
 
 
 def _setup_se_merge(data: BenchData) -> dict:
@@ -121,15 +121,13 @@ def _setup_sam(data: BenchData) -> dict:
     The embeddings are random (written once per run, not timed): decoding costs
     the same whatever their values; the image encoder never runs in this method.
     """
-    from s2c.sam.cache_jobs import write_synthetic_embedding_cache
-
     emb_dir = osp.join(data.root, 'sam_embeddings_vit_b')
     if not osp.isdir(emb_dir):
         write_synthetic_embedding_cache(emb_dir, data.names, 'vit_b', (data.height, data.width),
                                         source='benchmark_pseudo_labels.py')
     cpm = dict(backend=dict(type='sam', model_type='vit_b', checkpoint=None),
                embedding_dir=emb_dir)
-    return dict(img_dir=data.img_dir, extra=dict(cpm=cpm, device='auto'))
+    return dict(img_dir=data.img_dir, cpm=cpm, device='auto')
 
 
 #: method name -> function(BenchData) -> make_pseudo_labels keyword arguments.
@@ -143,8 +141,6 @@ METHOD_SETUPS: dict[str, Callable[[BenchData], dict]] = {
 
 def _run_method(method: str, data: BenchData, workers: int, queue: mp.Queue) -> None:
     """Child process: run the job for one method, report time and peak RSS."""
-    from s2c.cam import make_pseudo_labels
-
     kwargs = METHOD_SETUPS[method](data)
     out = osp.join(data.root, f'out_{method}')
     with PeakRSS(include_children=True) as mem:

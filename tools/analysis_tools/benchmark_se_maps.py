@@ -15,9 +15,10 @@ post-processing). The two providers alternate which runs first per image.
 
 Example (vit_b with random weights, CPU, 3 images)::
 
-    python tools/analysis_tools/benchmark_se_maps.py --num-images 3 --json se_bench.json
+    python tools/analysis_tools/benchmark_se_maps.py --images data/VOCdevkit/VOC2012/JPEGImages \
+        --num-images 3 --json se_bench.json
 
-Targets (issue 3): identical maps (>= 99.9 % pixel agreement, same segment
+Targets: identical maps (>= 99.9 % pixel agreement, same segment
 count), >= 2x faster per image at default parameters, PNG >= 20x smaller
 than int64 ``.npy``.
 """
@@ -38,10 +39,9 @@ from tqdm import tqdm
 
 from s2c.registry import SE_PROVIDERS
 from s2c.sam.build import build_sam
-from s2c.sam.se_map import save_se_map
 from s2c.utils.profiling import PeakRSS
+from s2c.utils.se_map_io import save_se_map
 
-DEFAULT_IMAGES = '/work/shared/data/voc12_samples/VOCdevkit/VOC2012/JPEGImages'
 SETTINGS = {
     'default': {},
     'zero': dict(pred_iou_thresh=0.0, stability_score_thresh=0.0),
@@ -51,7 +51,8 @@ METHODS = ('sam_amg', 'sam_amg_reference')
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--images', default=DEFAULT_IMAGES, help='folder of .jpg/.png images')
+    p.add_argument('--images', required=True,
+                   help='folder of .jpg/.png images (e.g. <data_root>/JPEGImages)')
     p.add_argument('--num-images', type=int, default=None, help='first N images (sorted)')
     p.add_argument('--model-type', default='vit_b')
     p.add_argument('--checkpoint', default=None, help='SAM checkpoint (default: random weights)')

@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from s2c.datasets.voc12 import read_split
-from s2c.evaluation.seg_eval import evaluate_folder, save_eval_json
+from s2c.datasets import read_split
+from s2c.evaluation.folder_eval import evaluate_folder, save_eval_json
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

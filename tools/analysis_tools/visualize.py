@@ -22,7 +22,7 @@ import sys
 
 from tqdm import tqdm
 
-from s2c.datasets.voc12 import read_split
+from s2c.datasets import read_split
 from s2c.utils import atomic_write
 from s2c.visualization import render_grid, stack_rows
 

@@ -18,7 +18,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from s2c.datasets.voc12_converter import VOCLayoutError, convert_voc12  # noqa: E402
+from s2c.datasets.converters.voc12 import VOCLayoutError, convert_voc12  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -20,6 +20,7 @@ import sys
 import torch
 
 from s2c.models.backbones.mxnet_params import MXNetParamsError, convert_params_file
+from s2c.models.backbones.resnet38d import ResNet38d
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,7 +36,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def reference_shapes(width: float) -> dict[str, tuple[int, ...]]:
     """Keys and shapes of ``ResNet38d(width)`` without ``num_batches_tracked``."""
-    from s2c.models.backbones.resnet38d import ResNet38d
     with torch.device('meta'):  # shapes only, no memory
         model = ResNet38d(width=width)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()

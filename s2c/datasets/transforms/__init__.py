@@ -1,20 +1,18 @@
-"""Registered data transforms (image, SE map and geometry move together)."""
+"""Registered data transforms (image, SE map and geometry record move together)."""
 from .augment import (
-                      ColorJitter,
-                      Normalize,
-                      RandomCrop,
-                      RandomGrayscale,
-                      RandomHorizontalFlip,
-                      RandomRescaleLongSide,
-                      resize_nearest,
+    ColorJitter,
+    Normalize,
+    RandomCrop,
+    RandomGrayscale,
+    RandomHorizontalFlip,
+    RandomRescaleLongSide,
+    resize_nearest,
 )
-from .formatting import PackClsInputs, RenumberSegmentsBeforeCrop, renumber_segments
-from .geometry import Geometry
-from .loading import LoadImageFromFile, LoadSegMap, LoadSEMap, read_rgb_image
+from .formatting import PackClsInputs, RenumberSegmentsBeforeCrop
+from .loading import LoadAnnotations, LoadImageFromFile, LoadSEMap
 
 __all__ = [
     'ColorJitter', 'Normalize', 'RandomCrop', 'RandomGrayscale', 'RandomHorizontalFlip',
     'RandomRescaleLongSide', 'resize_nearest', 'PackClsInputs', 'RenumberSegmentsBeforeCrop',
-    'renumber_segments', 'Geometry',
-    'LoadImageFromFile', 'LoadSegMap', 'LoadSEMap', 'read_rgb_image'
+    'LoadAnnotations', 'LoadImageFromFile', 'LoadSEMap'
 ]

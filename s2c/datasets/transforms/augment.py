@@ -17,6 +17,7 @@ from PIL import Image
 from torchvision import transforms as tvt
 
 from s2c.registry import TRANSFORMS
+from s2c.utils.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize_image
 
 #: Per-pixel maps moved together with the image by geometric transforms.
 PIXEL_MAP_KEYS = ('se_map', 'gt_seg')
@@ -147,14 +148,13 @@ class RandomGrayscale:
 class Normalize:
     """``(img / 255 - mean) / std`` per channel -> ``(H, W, 3)`` float32 (ImageNet statistics)."""
 
-    def __init__(self, mean: Sequence[float] = (0.485, 0.456, 0.406),
-                 std: Sequence[float] = (0.229, 0.224, 0.225)) -> None:
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD) -> None:
         self.mean = np.asarray(mean, dtype=np.float32)
         self.std = np.asarray(std, dtype=np.float32)
 
     def __call__(self, results: dict) -> dict:
-        img = results['img'].astype(np.float32) / 255.0
-        results['img'] = (img - self.mean) / self.std
+        results['img'] = normalize_image(results['img'], self.mean, self.std)
         return results
 
     def __repr__(self) -> str:

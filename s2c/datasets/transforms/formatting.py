@@ -5,21 +5,7 @@ import numpy as np
 import torch
 
 from s2c.registry import TRANSFORMS
-
-
-def renumber_segments(se_map: np.ndarray) -> np.ndarray:
-    """Renumber the segment ids of a crop to ``1..K`` in increasing id order; 0 stays 0.
-
-    Args:
-        se_map: ``(H, W)`` integer SE map (0 = no segment).
-
-    Returns:
-        np.ndarray: ``(H, W)`` int64 map with ids ``0..K`` (K = number of segments present).
-    """
-    ids, inverse = np.unique(se_map, return_inverse=True)
-    if ids.size and ids[0] != 0:
-        inverse = inverse + 1  # no uncovered pixel: every id shifts up by one
-    return inverse.reshape(se_map.shape).astype(np.int64)
+from s2c.utils.segments import renumber_segments
 
 
 @TRANSFORMS.register_module()

@@ -1,56 +1,13 @@
-"""Loading transforms: image, SE map and ground-truth label map."""
+"""Loading transforms: image, SE map (SAM segments) and ground-truth label map."""
 from __future__ import annotations
 
 import os.path as osp
 
-import numpy as np
-from PIL import Image
-
 from s2c.registry import TRANSFORMS
-from s2c.utils import load_label_png
-
-from .geometry import Geometry
-
-
-def suffix_hint(path: str) -> str:
-    """A hint when the image exists with another suffix (``.JPG``, ``.png``), else ''."""
-    stem, _ = osp.splitext(path)
-    folder = osp.dirname(path) or '.'
-    base = osp.basename(stem)
-    for suffix in ('.jpg', '.JPG', '.jpeg', '.JPEG', '.png', '.PNG'):
-        if osp.isfile(osp.join(folder, base + suffix)):
-            return (f' (but {base}{suffix} exists: set img_suffix={suffix!r} in the dataset '
-                    'config, e.g. --cfg-options train_dataloader.dataset.img_suffix=' + suffix
-                    + ')')
-    return ''
-
-
-def read_rgb_image(path: str) -> np.ndarray:
-    """Read an image file as ``(H, W, 3)`` uint8 RGB.
-
-    Grayscale, RGBA, palette and CMYK files are converted to RGB.
-
-    Raises:
-        FileNotFoundError: When ``path`` does not exist.
-        ValueError: When the file is not a readable image (names the file).
-    """
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'image file {path} not found{suffix_hint(path)}')
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode == 'RGBA' or (img.mode == 'P' and 'transparency' in img.info):
-                bg = Image.new('RGB', img.size, (0, 0, 0))
-                rgba = img.convert('RGBA')
-                bg.paste(rgba, mask=rgba.split()[3])
-                rgb = bg
-            else:
-                rgb = img.convert('RGB')
-            return np.asarray(rgb, dtype=np.uint8).copy()
-    except Exception as e:
-        raise ValueError(f'cannot read image {path} ({type(e).__name__}: {e}); the file is '
-                         'corrupt or not an image: re-extract it or remove it from the '
-                         'split list') from e
+from s2c.structures import Geometry
+from s2c.utils.image_io import read_rgb_image
+from s2c.utils.label_io import load_label_png
+from s2c.utils.se_map_io import load_se_map
 
 
 @TRANSFORMS.register_module()
@@ -58,7 +15,7 @@ class LoadImageFromFile:
     """Read ``results['img_path']`` into ``results['img']`` ((H, W, 3) uint8 RGB).
 
     Also sets ``ori_shape``/``img_shape`` ``(H, W)`` and an identity
-    ``geometry`` record (:class:`~s2c.datasets.transforms.geometry.Geometry`).
+    ``geometry`` record (:class:`~s2c.structures.Geometry`).
     """
 
     def __call__(self, results: dict) -> dict:
@@ -96,7 +53,6 @@ class LoadSEMap:
             raise FileNotFoundError(
                 f'SE map {path} not found; build the cache with '
                 'tools/cache_se_maps.py CONFIG (see README, "SAM caches")')
-        from s2c.sam.se_map import load_se_map
         se_map = load_se_map(path)
         if se_map.shape != tuple(results['ori_shape']):
             raise ValueError(f'SE map {path} has size {se_map.shape} but the image has '
@@ -110,17 +66,18 @@ class LoadSEMap:
 
 
 @TRANSFORMS.register_module()
-class LoadSegMap:
+class LoadAnnotations:
     """Read the ground-truth label PNG ``results['seg_map_path']`` into ``results['gt_seg']``.
 
     ``gt_seg`` is ``(H, W)`` uint8 (0 background, 1..C classes, 255 ignore);
-    used only for evaluation, never for training.
+    used only for evaluation, never for training (mmseg's name for the
+    ground-truth loader; the SAM segments are :class:`LoadSEMap`).
     """
 
     def __call__(self, results: dict) -> dict:
         path = results.get('seg_map_path')
         if path is None:
-            raise KeyError('LoadSegMap needs results["seg_map_path"]; give the dataset '
+            raise KeyError('LoadAnnotations needs results["seg_map_path"]; give the dataset '
                            "seg_dir='SegmentationClass'")
         if not osp.isfile(path):
             raise FileNotFoundError(f'ground-truth label map {path} not found')

@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from s2c.registry import MODELS
+from s2c.utils.checkpoint import load_state_dict_strict, read_state_dict
 
 #: Stages whose parameters S2C never trains (``Net_CAM.not_training``).
 FROZEN_STAGES = ('conv1a', 'b2', 'b2_1', 'b2_2')
@@ -116,63 +117,10 @@ class ResBlockBottleneck(nn.Module):
         return shortcut + out
 
 
-def format_key_mismatch(missing: Sequence[str], unexpected: Sequence[str], source: str,
-                        limit: int = 10) -> str:
-    """Human-readable report of a strict state-dict mismatch (names, capped at ``limit``)."""
-    parts = [f'state dict from {source} does not match the model:']
-    for title, keys in (('missing', missing), ('unexpected', unexpected)):
-        if keys:
-            shown = ', '.join(list(keys)[:limit])
-            more = f' ... (+{len(keys) - limit} more)' if len(keys) > limit else ''
-            parts.append(f'  {len(keys)} {title} keys: {shown}{more}')
-    return '\n'.join(parts)
-
-
-def load_state_dict_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], source: str,
-                           allow_missing_num_batches_tracked: bool = True) -> None:
-    """Load ``state_dict`` into ``module``; any key mismatch is an error naming the keys.
-
-    PSA/S2C dicts converted from MXNet have no BatchNorm ``num_batches_tracked``
-    buffers; their absence is tolerated (the buffers are unused by frozen BN).
-
-    Args:
-        module: Target module.
-        state_dict: Parameters and buffers.
-        source: Where the dict came from (file name), used in error messages.
-        allow_missing_num_batches_tracked: Tolerate missing ``*.num_batches_tracked``.
-
-    Raises:
-        KeyError: On missing or unexpected keys (names listed).
-        ValueError: On shape mismatches (names and shapes listed).
-    """
-    own = module.state_dict()
-    missing = [k for k in own if k not in state_dict
-               and not (allow_missing_num_batches_tracked and k.endswith('num_batches_tracked'))]
-    unexpected = [k for k in state_dict if k not in own]
-    if missing or unexpected:
-        raise KeyError(format_key_mismatch(missing, unexpected, source))
-    bad = [f'{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-           for k, v in state_dict.items() if tuple(v.shape) != tuple(own[k].shape)]
-    if bad:
-        raise ValueError(f'state dict from {source} has {len(bad)} shape mismatches '
-                         f'(wrong width or wrong file?): ' + '; '.join(bad[:10]))
-    module.load_state_dict(state_dict, strict=False)
-
-
-def load_torch_file(path: str) -> dict:
-    """``torch.load`` a weights file on CPU with ``weights_only=True``.
-
-    Raises:
-        FileNotFoundError: When ``path`` does not exist.
-        RuntimeError: When the file is not a readable torch file (names the file).
-    """
-    try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f'weights file {path} not found') from None
-    except Exception as e:
-        raise RuntimeError(f'cannot read weights file {path} ({type(e).__name__}: {e}); '
-                           'is it truncated or not a torch state dict?') from e
+def is_bn_counter(key: str) -> bool:
+    """BatchNorm ``num_batches_tracked`` buffers: absent from MXNet conversions, unused by
+    frozen BN, so their absence is tolerated when loading."""
+    return key.endswith('num_batches_tracked')
 
 
 @MODELS.register_module()
@@ -250,16 +198,15 @@ class ResNet38d(BaseModule):
         """Kaiming-normal conv init, then the strict ``pretrained`` load when given."""
         if self.pretrained is not None:
             try:
-                state = load_torch_file(self.pretrained)
+                state = read_state_dict(self.pretrained, 'ResNet-38d weights')
             except FileNotFoundError as e:
                 raise FileNotFoundError(
                     f'{e}. Convert the ImageNet weights of PSA/S2C with python '
                     'tools/model_converters/resnet38d_mxnet2torch.py '
                     'ilsvrc-cls_rna-a1_cls1000_ep-0001.params ' + self.pretrained
                     + ' (or set model.backbone.pretrained=None for random init)') from None
-            if 'state_dict' in state and isinstance(state['state_dict'], dict):
-                state = state['state_dict']
-            load_state_dict_strict(self, state, self.pretrained)
+            load_state_dict_strict(self, state, self.pretrained, optional=is_bn_counter,
+                                   hint='Wrong width or wrong file?')
             self._is_init = True
             return
         for m in self.modules():

@@ -1,4 +1,4 @@
 """CAM classifiers."""
-from .cam_classifier import CAMClassifier, normalize_cams
+from .cam_classifier import CAMClassifier
 
-__all__ = ['CAMClassifier', 'normalize_cams']
+__all__ = ['CAMClassifier']

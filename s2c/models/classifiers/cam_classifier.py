@@ -8,23 +8,11 @@ import torch.nn.functional as F
 from mmengine.model import BaseModel
 from torch import nn
 
-from s2c.models.backbones.resnet38d import load_state_dict_strict, load_torch_file
+from s2c.cam.normalize import normalize_cams
 from s2c.registry import MODELS
+from s2c.utils.checkpoint import load_state_dict_strict, read_state_dict
 
-
-def normalize_cams(cams: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """ReLU, then divide each map by its maximum (official ``cam / (max + 1e-5)``).
-
-    Args:
-        cams: ``(..., H, W)`` raw class activation maps.
-        eps: Added to the maximum.
-
-    Returns:
-        torch.Tensor: Same shape, values in ``[0, 1)``.
-    """
-    cams = F.relu(cams)
-    peak = cams.flatten(-2).max(dim=-1).values[..., None, None]
-    return cams / (peak + eps)
+from ..backbones.resnet38d import is_bn_counter
 
 
 @MODELS.register_module()
@@ -176,5 +164,6 @@ class CAMClassifier(BaseModel):
         Raises:
             KeyError/ValueError: On key or shape mismatches (names listed).
         """
-        state = load_torch_file(path)
-        load_state_dict_strict(self, self.convert_official_state_dict(state), path)
+        state = read_state_dict(path, 'S2C classifier checkpoint')
+        load_state_dict_strict(self, self.convert_official_state_dict(state), path,
+                               optional=is_bn_counter)

@@ -1,17 +1,10 @@
-"""Registered prompt back-ends (``PROMPT_BACKENDS``) and their common interface."""
-from .base import (
-                   SAM_OUTPUT_NAMES,
-                   SELECTION_POLICIES,
-                   ImageFeatures,
-                   MaskPrediction,
-                   PromptBackend,
-                   PromptBatch,
-                   select_masks,
-)
-from .batched_decoder import decode_batched
+"""Registered prompt back-ends (``PROMPT_BACKENDS``), their interface and the
+mask-selection policies."""
+from .base import REQUIREMENTS, PromptBackend
 from .sam import SamPromptBackend
+from .selection import SAM_OUTPUT_NAMES, SELECTION_POLICIES, check_policy, select_masks
 
 __all__ = [
-    'SAM_OUTPUT_NAMES', 'SELECTION_POLICIES', 'ImageFeatures', 'MaskPrediction', 'PromptBackend',
-    'PromptBatch', 'select_masks', 'decode_batched', 'SamPromptBackend'
+    'REQUIREMENTS', 'PromptBackend', 'SamPromptBackend', 'SAM_OUTPUT_NAMES',
+    'SELECTION_POLICIES', 'check_policy', 'select_masks'
 ]

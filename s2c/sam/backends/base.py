@@ -1,152 +1,129 @@
-"""The prompt back-end interface shared by CPM and SAM refinement.
+"""The prompt back-end interface shared by CPM (training) and SAM refinement (pseudo-labels).
 
-A back-end turns point prompts into mask logits for a batch of images whose
-SAM features are already computed (cached or encoded online). One call
-decodes every (image, class) prompt of a batch; ``image_index`` says which
-image each prompt belongs to (segment-anything's decoder pairs one image
-with all prompts). Back-ends differ in what they need per image
-(:class:`ImageFeatures`: the embedding, the early ViT block for HQ-SAM /
-RobustSAM, a reference for PerSAM) and in the masks they return; every
-output channel comes with a name and a predicted IoU (``nan`` when the
-variant has none), and a named *selection policy* picks the channel CPM
-uses (official S2C: multimask index 2).
+A back-end turns prompts into mask logits for a batch of images whose SAM
+features are already computed (cached embeddings, or encoded online). It
+works in two steps:
 
-Frames: points and logits live in the **SAM input frame** of each image:
-the original image resized so that its longest side is ``img_size`` (1024 for
-the official models), padded bottom-right to ``img_size x img_size``. The
-low-resolution logits (``img_size / 4`` square) cover that whole padded square.
+1. ``prepare(features) -> PreparedFeatures``: per-image, prompt-independent work,
+   done once per batch (HQ-SAM's fused features, RobustSAM's anti-degradation
+   features, PerSAM's target maps);
+2. ``decode(prepared, prompts) -> MaskPrediction``: every (image, class) prompt
+   of the batch in one call; each prompt is paired with its image by
+   ``prompts.image_index`` (segment-anything's decoder pairs ONE image with all
+   prompts).
+
+What a back-end declares, fixed at construction and checked when CPM or a
+pseudo-label job is built (before iteration 1, before the first image):
+
+- ``output_names``: the channels of its :class:`~s2c.structures.MaskPrediction`
+  (a selection policy must be servable from them);
+- ``requires``: per-image inputs beyond the embedding, a subset of
+  ``{'early', 'reference'}`` (the first global-attention ViT block's output;
+  reference maps of the prompted class): an embedding cache must hold what
+  ``'early'`` needs, CPM fills ``references`` when asked;
+- ``encoder_id``: :func:`s2c.sam.build.encoder_id` of its checkpoint, which an
+  embedding cache must match;
+- ``img_size`` (side of the SAM input frame) and ``device``.
+
+Frames: points, boxes and logits live in the **SAM input frame** of each image
+(the original resized so that its longest side is ``img_size``, padded
+bottom-right to ``img_size x img_size``); low-resolution logits
+(``img_size / 4`` square) cover that whole padded square. Back-ends run
+without gradients, with frozen parameters, on their own ``device``.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-#: Names of SAM's four mask-token outputs: index 0 is the single-mask output,
-#: 1-3 the multimask outputs (``multimask_output=True`` returns these three).
-SAM_OUTPUT_NAMES = ('single', 'multi_0', 'multi_1', 'multi_2')
+from s2c.structures import ImageFeatures, MaskPrediction, PreparedFeatures, PromptBatch
 
-#: Selection policies: name -> what it picks.
-SELECTION_POLICIES = {
-    'index2': 'multimask output 2 (the coarsest; official S2C model_s2c.py idx_max_sam = 2)',
-    'best_iou': 'the multimask output with the highest predicted IoU',
-    'single': 'the single-mask output (multimask_output=False)',
-}
-
-
-@dataclass
-class ImageFeatures:
-    """Per-image SAM features of a batch.
-
-    Attributes:
-        embeddings: ``(B, 256, h, w)`` image embeddings (64 x 64 for 1024 px models).
-        input_sizes: ``(B, 2)`` long: ``(h_in, w_in)`` of each resized image in the
-            SAM input frame (before padding).
-        original_sizes: ``(B, 2)`` long: ``(H, W)`` of each image the embedding was
-            computed from (original image when cached, the crop when online).
-        early: ``(B, h, w, C)`` output of the first global-attention ViT block,
-            or ``None`` (needed by HQ-SAM / RobustSAM).
-        references: Optional per-image reference data (PerSAM: target embedding
-            / location prior from the image's own CAM region).
-        img_size: Side of the SAM input frame (1024, or 256 for ``tiny``).
-    """
-
-    embeddings: torch.Tensor
-    input_sizes: torch.Tensor
-    original_sizes: torch.Tensor
-    early: torch.Tensor | None = None
-    references: list | None = None
-    img_size: int = 1024
-
-
-@dataclass
-class PromptBatch:
-    """Point prompts of several images, in the SAM input frame.
-
-    Attributes:
-        points: ``(N, P, 2)`` float ``(x, y)`` pixel coordinates in the SAM input
-            frame (SAM adds 0.5 to reach pixel centres); rows are padded to ``P``.
-        labels: ``(N, P)`` long: 1 positive, 0 negative, -1 padding.
-        image_index: ``(N,)`` long: the image of each prompt (index into ``ImageFeatures``).
-        class_index: ``(N,)`` long: the class each prompt is for (informational).
-    """
-
-    points: torch.Tensor
-    labels: torch.Tensor
-    image_index: torch.Tensor
-    class_index: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return int(self.points.shape[0])
-
-
-@dataclass
-class MaskPrediction:
-    """All output channels of a back-end for ``N`` prompts.
-
-    Attributes:
-        logits: ``(N, M, s, s)`` low-resolution mask logits over the padded SAM
-            input frame (``s = img_size / 4``).
-        iou: ``(N, M)`` predicted IoU of each channel (``nan`` if not predicted).
-        names: ``M`` channel names (e.g. :data:`SAM_OUTPUT_NAMES`).
-    """
-
-    logits: torch.Tensor
-    iou: torch.Tensor
-    names: tuple[str, ...] = field(default_factory=tuple)
-
-
-def select_masks(pred: MaskPrediction, policy: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pick one channel per prompt.
-
-    Args:
-        pred: Back-end output.
-        policy: A key of :data:`SELECTION_POLICIES` or a channel name.
-
-    Returns:
-        tuple: ``(N, s, s)`` logits and ``(N,)`` predicted IoUs.
-
-    Raises:
-        ValueError: For an unknown policy or one the back-end cannot serve.
-    """
-    names = list(pred.names)
-    n = pred.logits.shape[0]
-    rows = torch.arange(n, device=pred.logits.device)
-    if policy in names:
-        idx = torch.full((n,), names.index(policy), dtype=torch.long, device=rows.device)
-    elif policy == 'index2' and 'multi_2' in names:
-        return select_masks(pred, 'multi_2')
-    elif policy == 'single' and 'single' in names:
-        return select_masks(pred, 'single')
-    elif policy == 'best_iou':
-        multi = [i for i, name in enumerate(names) if name.startswith('multi_')] or \
-            list(range(len(names)))
-        sub = pred.iou[:, multi].nan_to_num(-1.0)
-        idx = torch.tensor(multi, device=rows.device)[sub.argmax(dim=1)]
-    else:
-        raise ValueError(f'selection policy {policy!r} is not available for outputs {names}; '
-                         f'policies: {sorted(SELECTION_POLICIES)} or a channel name')
-    return pred.logits[rows, idx], pred.iou[rows, idx]
+#: What a back-end may require besides the image embedding.
+REQUIREMENTS = frozenset({'early', 'reference'})
 
 
 class PromptBackend(nn.Module):
     """Base class of registered prompt back-ends (``PROMPT_BACKENDS``).
 
-    Subclasses set :attr:`needs_early_features` / :attr:`needs_reference`
-    and implement :meth:`decode`. A back-end owns its SAM modules (prompt
-    encoder, mask decoder and, for the online mode, the image encoder).
+    Subclasses set :attr:`output_names`, :attr:`requires`, :attr:`img_size`
+    and :attr:`encoder_id` in ``__init__`` and implement :meth:`decode`
+    (and :meth:`prepare` when they have per-image work).
+
+    Attributes:
+        output_names: Channel names of the predictions.
+        requires: Subset of :data:`REQUIREMENTS`.
+        img_size: Side of the SAM input frame in pixels (1024, ``tiny`` 256).
+        encoder_id: Identity of the image encoder the back-end's checkpoint holds.
     """
 
-    needs_early_features: bool = False
-    needs_reference: bool = False
+    output_names: tuple[str, ...] = ()
+    requires: frozenset[str] = frozenset()
     img_size: int = 1024
+    encoder_id: str = ''
 
-    def decode(self, features: ImageFeatures, prompts: PromptBatch) -> MaskPrediction:
-        """Decode all prompts of a batch in one call."""
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer('_device_anchor', torch.zeros(0), persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        """Device the back-end runs on (moves with ``.to(device)``)."""
+        return self._device_anchor.device
+
+    def check_requirements(self) -> None:
+        """Raise ``ValueError`` when ``requires`` names something unknown."""
+        unknown = set(self.requires) - REQUIREMENTS
+        if unknown:
+            raise ValueError(f'{type(self).__name__}.requires has unknown entries '
+                             f'{sorted(unknown)}; allowed: {sorted(REQUIREMENTS)}')
+
+    def check_features(self, features: ImageFeatures) -> None:
+        """Raise ``ValueError`` when ``features`` lack what :attr:`requires` names."""
+        for need, value in (('early', features.early), ('reference', features.references)):
+            if need in self.requires and value is None:
+                raise ValueError(
+                    f'{type(self).__name__} requires {need!r} features but none were given'
+                    + ('; build the embedding cache with sam_embeddings.early_features=True'
+                       if need == 'early' else ''))
+
+    @torch.no_grad()
+    def prepare(self, features: ImageFeatures) -> PreparedFeatures:
+        """Per-image, prompt-independent work (default: the features on :attr:`device`).
+
+        Args:
+            features: ``B`` images' features.
+
+        Returns:
+            PreparedFeatures: The features (float32 on :attr:`device`) and the
+            per-image tensors ``decode`` gathers by ``image_index``.
+
+        Raises:
+            ValueError: When the features lack what :attr:`requires` names.
+        """
+        self.check_features(features)
+        return PreparedFeatures(features.to(self.device))
+
+    def decode(self, prepared: PreparedFeatures, prompts: PromptBatch) -> MaskPrediction:
+        """Decode every prompt of a batch in one call.
+
+        Args:
+            prepared: Output of :meth:`prepare` for the batch's ``B`` images.
+            prompts: ``N`` prompts; ``prompts.image_index`` indexes the ``B`` images.
+
+        Returns:
+            MaskPrediction: ``(N, M, s, s)`` logits, ``(N, M)`` IoUs, :attr:`output_names`.
+        """
         raise NotImplementedError
 
+    def forward(self, features: ImageFeatures, prompts: PromptBatch) -> MaskPrediction:
+        """``decode(prepare(features), prompts)``."""
+        return self.decode(self.prepare(features), prompts)
+
     def encode(self, images: torch.Tensor) -> ImageFeatures:
-        """Online mode: encode ``(B, 3, img_size, img_size)`` SAM-normalised images."""
+        """Online source: encode ``(B, 3, img_size, img_size)`` RGB images in [0, 255].
+
+        Raises:
+            NotImplementedError: For back-ends built without an image encoder.
+        """
         raise NotImplementedError(f'{type(self).__name__} has no image encoder; build it with '
                                   'with_image_encoder=True for the online embedding source')

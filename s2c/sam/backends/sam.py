@@ -1,93 +1,115 @@
-"""The vanilla SAM prompt back-end."""
+"""The vanilla SAM prompt back-end (segment-anything's prompt encoder and mask decoder)."""
 from __future__ import annotations
 
 import torch
 
 from s2c.registry import PROMPT_BACKENDS
-from s2c.sam.build import build_sam
-from s2c.utils import resolve_device
+from s2c.structures import ImageFeatures, MaskPrediction, PreparedFeatures, PromptBatch
+from s2c.utils.device import resolve_device
 
-from .base import SAM_OUTPUT_NAMES, ImageFeatures, MaskPrediction, PromptBackend, PromptBatch
-from .batched_decoder import decode_batched
+from ..build import build_sam, encoder_id
+from ..decoders import decode_batched
+from ..encoder import early_block_index, encode_batch
+from .base import PromptBackend
+from .selection import SAM_OUTPUT_NAMES
 
 
 @PROMPT_BACKENDS.register_module(name='sam')
 class SamPromptBackend(PromptBackend):
     """Vanilla SAM: prompt encoder + mask decoder (+ image encoder for the online mode).
 
-    Prompts with different numbers of points are decoded in groups of equal
-    point count, so that no extra padding token changes SAM's output: the
-    result equals segment-anything's decoder called once per prompt.
+    Prompts are decoded in groups of equal (point count, has box) so that no
+    extra padding token changes SAM's output: the result equals
+    segment-anything's decoder called once per prompt, for points, boxes and
+    mask inputs alike. Outputs: ``single, multi_0, multi_1, multi_2`` (SAM's
+    four mask tokens) with their predicted IoUs.
 
     Args:
         model_type: ``vit_b``, ``vit_l``, ``vit_h`` or ``tiny``.
         checkpoint: Official SAM checkpoint (strict loading) or ``None``
             (random weights: tests and the CPU demo only).
-        device: ``'auto'``, ``'cpu'`` or ``'cuda'``.
+        device: ``'auto'``, ``'cpu'`` or ``'cuda'`` (CPM moves the back-end to
+            the device of the batch).
         with_image_encoder: Keep the ViT image encoder (online embedding source);
             the cached source needs only the prompt encoder and mask decoder, so the
             encoder is dropped after loading to save memory.
-        seed: Seed for random weights when ``checkpoint`` is ``None`` (must match
-            the seed that built the embedding cache).
-        encode_batch_size: Images per image-encoder call in the online mode (the ViT's
-            global attention holds ``B x heads x 4096 x 4096`` maps: batch 8 of vit_b at
-            1024 px needs > 20 GB); the result does not depend on it.
+        seed: Seed of the random weights when ``checkpoint`` is ``None`` (must
+            match the seed that built the embedding cache: 0).
+        encode_batch_size: Images per image-encoder call in the online mode (the
+            ViT's global attention holds ``B x heads x 4096 x 4096`` maps: batch 8
+            of vit_b at 1024 px needs > 20 GB); the result does not depend on it.
+        autocast_dtype: Online encoding precision: ``None`` (fp32) or ``'bf16'`` (CUDA).
+
+    Raises:
+        ValueError: Unknown ``model_type``; checkpoint of the wrong shapes.
+        FileNotFoundError / RuntimeError / KeyError: Missing, unreadable or
+            mismatching checkpoint (see :func:`s2c.sam.build.build_sam`).
     """
 
-    def __init__(self, model_type: str = 'vit_h', checkpoint: str | None = None,
+    def __init__(self, model_type: str = 'vit_h', checkpoint: str | None = None, *,
                  device: str = 'auto', with_image_encoder: bool = False, seed: int = 0,
-                 encode_batch_size: int = 2, **unused) -> None:
+                 encode_batch_size: int = 2, autocast_dtype: str | None = None) -> None:
         super().__init__()
-        with torch.random.fork_rng(devices=[]):  # random weights must not move the global RNG
-            torch.manual_seed(seed)
-            sam = build_sam(model_type, checkpoint, device='cpu')
+        sam = build_sam(model_type, checkpoint, device='cpu', seed=seed)
         self.model_type = model_type
-        self.encode_batch_size = max(1, int(encode_batch_size))
+        self.output_names = SAM_OUTPUT_NAMES
+        self.requires = frozenset()
         self.img_size = int(sam.image_encoder.img_size)
+        self.encoder_id = encoder_id(model_type, checkpoint, seed=seed, model=sam)
+        self.encode_batch_size = max(1, int(encode_batch_size))
+        self.autocast_dtype = autocast_dtype
         self.prompt_encoder = sam.prompt_encoder
         self.mask_decoder = sam.mask_decoder
         self.image_encoder = sam.image_encoder if with_image_encoder else None
+        self.early_block = early_block_index(sam, model_type)
         self.register_buffer('pixel_mean', sam.pixel_mean.clone(), persistent=False)
         self.register_buffer('pixel_std', sam.pixel_std.clone(), persistent=False)
         self.requires_grad_(False)
         self.eval()
         self.to(resolve_device(device))
 
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> ImageFeatures:
-        """Encode ``(B, 3, S, S)`` RGB images in [0, 255] already resized to the input frame."""
+        """Encode ``(B, 3, S, S)`` RGB images in [0, 255] that fill the SAM input frame.
+
+        Fills ``early`` when the back-end :attr:`requires` it.
+
+        Returns:
+            ImageFeatures: ``input_sizes`` = ``original_sizes`` = ``(S, S)``.
+        """
         if self.image_encoder is None:
             return super().encode(images)
-        x = (images.to(self.device) - self.pixel_mean) / self.pixel_std
-        step = self.encode_batch_size
-        emb = torch.cat([self.image_encoder(x[i:i + step]) for i in range(0, x.shape[0], step)])
-        b, s = images.shape[0], images.shape[-1]
-        size = torch.tensor([[images.shape[-2], s]] * b, device=self.device)
+        x = (images.to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std
+        early_block = self.early_block if 'early' in self.requires else None
+        emb, early = encode_batch(self.image_encoder, x, early_block=early_block,
+                                  autocast_dtype=self.autocast_dtype,
+                                  chunk_size=self.encode_batch_size)
+        size = torch.tensor([list(images.shape[-2:])] * images.shape[0], device=self.device)
         return ImageFeatures(embeddings=emb, input_sizes=size, original_sizes=size.clone(),
-                             img_size=self.img_size)
+                             early=early, img_size=self.img_size)
 
     @torch.no_grad()
-    def decode(self, features: ImageFeatures, prompts: PromptBatch) -> MaskPrediction:
+    def decode(self, prepared: PreparedFeatures, prompts: PromptBatch) -> MaskPrediction:
         """Decode every prompt; see :class:`~s2c.sam.backends.base.PromptBackend`."""
-        emb = features.embeddings.to(self.device, torch.float32)
+        emb = prepared.features.embeddings.to(self.device, torch.float32)
         n = len(prompts)
         side = emb.shape[-1] * 4
-        logits = torch.empty(n, 4, side, side, device=self.device)
-        iou = torch.empty(n, 4, device=self.device)
-        counts = (prompts.labels != -1).sum(dim=1)
+        logits = torch.empty(n, len(self.output_names), side, side, device=self.device)
+        iou = torch.empty(n, len(self.output_names), device=self.device)
         image_pe = self.prompt_encoder.get_dense_pe()
-        for count in counts.unique().tolist():
-            rows = torch.nonzero(counts == count).flatten()
-            keep = prompts.labels[rows] != -1
-            pts = prompts.points[rows][keep].view(len(rows), count, 2).to(self.device).float()
-            lab = prompts.labels[rows][keep].view(len(rows), count).to(self.device)
-            sparse, dense = self.prompt_encoder(points=(pts, lab), boxes=None, masks=None)
+        for rows in prompts.groups():
+            points, boxes, masks = prompts.group_inputs(rows)
+            if points is not None:
+                points = (points[0].to(self.device), points[1].to(self.device))
+            sparse, dense = self.prompt_encoder(
+                points=points, boxes=None if boxes is None else boxes.to(self.device),
+                masks=None if masks is None else masks.to(self.device))
+            if sparse.shape[0] != len(rows):  # a prompt with no point, box nor mask
+                sparse = sparse.expand(len(rows), -1, -1)
+                dense = dense.expand(len(rows), -1, -1, -1)
             out, scores = decode_batched(self.mask_decoder, emb, image_pe, sparse, dense,
                                          prompts.image_index[rows].to(self.device))
-            logits[rows.to(self.device)] = out.float()  # fp16/bf16 under autocast
-            iou[rows.to(self.device)] = scores.float()
-        return MaskPrediction(logits=logits, iou=iou, names=SAM_OUTPUT_NAMES)
+            rows = rows.to(self.device)
+            logits[rows] = out.float()  # fp16/bf16 under autocast
+            iou[rows] = scores.float()
+        return MaskPrediction(logits=logits, iou=iou, names=self.output_names)

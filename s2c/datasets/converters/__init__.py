@@ -1,0 +1,1 @@
+"""Dataset converters: official layouts -> the files s2c reads."""

@@ -1,0 +1,60 @@
+"""CPM prompts: CAM peaks of every present class -> one point prompt per (image, class)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from s2c.cam.peaks import find_peaks
+from s2c.structures import PromptBatch
+
+
+def peak_prompts(cams: torch.Tensor, labels: torch.Tensor, *, threshold: float = 0.5,
+                 min_distance: int = 20, filter_size: int = 3
+                 ) -> tuple[list[int], list[int], list[np.ndarray]]:
+    """Peaks of every present class (CPM step 3, official ``model_s2c.py`` 230-256).
+
+    Args:
+        cams: ``(B, C, H, W)`` normalised CAMs in the crop frame (zero where the
+            crop is padding, so that no peak lies there).
+        labels: ``(B, C)`` multi-hot labels; a class with label > 0.5 gets a prompt.
+        threshold: ``tau`` (S2C: 0.5).
+        min_distance: Minimum peak distance, crop pixels (S2C: 20).
+        filter_size: Maximum-filter size (S2C: 3).
+
+    Returns:
+        tuple: image index, 0-based class index and ``(P, 2)`` int64 ``(row, col)``
+        peaks (global maximum first; :func:`~s2c.cam.peaks.find_peaks`) of each prompt.
+    """
+    cams_np = cams.float().cpu().numpy()
+    img_idx, cls_idx, peaks = [], [], []
+    for bi, ci in torch.nonzero(labels > 0.5).tolist():
+        img_idx.append(bi)
+        cls_idx.append(ci)
+        peaks.append(find_peaks(cams_np[bi, ci], threshold=threshold, min_distance=min_distance,
+                                filter_size=filter_size))
+    return img_idx, cls_idx, peaks
+
+
+def points_to_prompts(points: Sequence[np.ndarray], image_index: Sequence[int],
+                      class_index: Sequence[int]) -> PromptBatch:
+    """One prompt of positive points per entry (all peaks of a class form ONE prompt).
+
+    Args:
+        points: ``(P_n, 2)`` ``(x, y)`` SAM input-frame points of each prompt.
+        image_index: Image of each prompt.
+        class_index: 0-based class of each prompt.
+
+    Returns:
+        PromptBatch: ``N`` prompts padded to the largest ``P`` (labels 1, padding -1).
+    """
+    n = len(points)
+    num_pts = max(len(p) for p in points)
+    pts = torch.zeros(n, num_pts, 2)
+    lab = torch.full((n, num_pts), -1, dtype=torch.long)
+    for i, p in enumerate(points):
+        pts[i, :len(p)] = torch.as_tensor(p, dtype=torch.float32)
+        lab[i, :len(p)] = 1
+    return PromptBatch(points=pts, labels=lab, image_index=torch.as_tensor(image_index),
+                       class_index=torch.as_tensor(class_index))

@@ -1,0 +1,79 @@
+"""Mask selection policies: which output channel of a back-end CPM and refinement use.
+
+A back-end returns several named channels (:class:`~s2c.structures.MaskPrediction`);
+a policy picks one per prompt. Policies are checked against a back-end's
+``output_names`` when CPM (or a pseudo-label job) is built, not at the first
+decode.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from s2c.structures import MaskPrediction
+
+#: Names of SAM's four mask-token outputs: index 0 is the single-mask output,
+#: 1-3 the multimask outputs (``multimask_output=True`` returns these three).
+SAM_OUTPUT_NAMES = ('single', 'multi_0', 'multi_1', 'multi_2')
+
+#: Selection policies: name -> what it picks.
+SELECTION_POLICIES = {
+    'index2': 'multimask output 2 (the coarsest; official S2C model_s2c.py idx_max_sam = 2)',
+    'best_iou': 'the multimask output with the highest predicted IoU',
+    'single': 'the single-mask output (multimask_output=False)',
+}
+
+#: Policies that are aliases of one channel.
+_ALIASES = {'index2': 'multi_2', 'single': 'single'}
+
+
+def _multimask_channels(names: Sequence[str]) -> list[int]:
+    multi = [i for i, name in enumerate(names) if name.startswith('multi_')]
+    return multi or list(range(len(names)))
+
+
+def check_policy(policy: str, output_names: Sequence[str]) -> str:
+    """Return ``policy`` if a back-end with these outputs can serve it.
+
+    Args:
+        policy: A key of :data:`SELECTION_POLICIES` or a channel name.
+        output_names: The back-end's ``output_names``.
+
+    Raises:
+        ValueError: Naming the policy, the outputs and the policies available.
+    """
+    names = list(output_names)
+    ok = policy in names or (policy in _ALIASES and _ALIASES[policy] in names) or (
+        policy == 'best_iou' and names)
+    if not ok:
+        raise ValueError(f'selection policy {policy!r} is not available for outputs {names}; '
+                         f'policies: {sorted(SELECTION_POLICIES)} or a channel name')
+    return policy
+
+
+def select_masks(pred: MaskPrediction, policy: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick one channel per prompt.
+
+    Args:
+        pred: Back-end output, ``N`` prompts.
+        policy: A key of :data:`SELECTION_POLICIES` or a channel name.
+
+    Returns:
+        tuple: ``(N, s, s)`` low-res logits and ``(N,)`` predicted IoUs of the picked channels.
+
+    Raises:
+        ValueError: For an unknown policy or one the back-end cannot serve.
+    """
+    names = list(pred.names)
+    check_policy(policy, names)
+    n = pred.logits.shape[0]
+    rows = torch.arange(n, device=pred.logits.device)
+    if policy == 'best_iou' and policy not in names:
+        multi = _multimask_channels(names)
+        sub = pred.iou[:, multi].nan_to_num(-1.0)
+        idx = torch.tensor(multi, device=rows.device)[sub.argmax(dim=1)]
+    else:
+        channel = policy if policy in names else _ALIASES[policy]
+        idx = torch.full((n,), names.index(channel), dtype=torch.long, device=rows.device)
+    return pred.logits[rows, idx], pred.iou[rows, idx]

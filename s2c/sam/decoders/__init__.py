@@ -1,0 +1,7 @@
+"""SAM's mask decoder, reorganised: one image with many prompts (AMG), several images
+with their prompts in one call (prompt back-ends), and the shared output heads."""
+from .batched import decode_batched
+from .mask_heads import predict_iou, predict_mask_logits
+from .one_image import decode_tokens
+
+__all__ = ['decode_batched', 'predict_iou', 'predict_mask_logits', 'decode_tokens']

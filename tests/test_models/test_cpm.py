@@ -1,0 +1,275 @@
+"""CPM: label composition, the crop <-> SAM frames, build-time validation, targets end to end."""
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+
+from s2c.apis import set_data_root
+from s2c.caches import run_embedding_job, run_se_map_job
+from s2c.cam import batch_multiscale_cams
+from s2c.datasets import VOC12ClsDataset
+from s2c.datasets.transforms import RandomCrop, RandomHorizontalFlip, RandomRescaleLongSide
+from s2c.models.cpm import CPM, CachedFrames, OnlineFrames, compose_cpm_labels
+from s2c.registry import MODELS, PROMPT_BACKENDS
+from s2c.sam.backends import SamPromptBackend
+from s2c.sam.stability import stability_score
+from s2c.structures import Geometry, ImageFeatures
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+S2C_DEMO = osp.join(REPO, 'configs/demo/s2c_resnet38d-w0.125_1xb8-12e_demo-128x128.py')
+
+
+def test_compose_labels_and_background_rule():
+    # 1 image, 3 classes, 2x4 crop; prompts for class 0 and class 2
+    logits = torch.tensor([[[2.0, 2.0, -1.0, -1.0], [2.0, -1.0, -1.0, -1.0]],
+                           [[1.0, 4.0, 3.0, -1.0], [-1.0, -1.0, -1.0, -1.0]]])
+    cams = torch.zeros(1, 3, 2, 4)
+    cams[0, 0] = 0.5
+    cams[0, 2] = torch.tensor([[0.2, 0.2, 0.8, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    valid = torch.ones(1, 2, 4, dtype=torch.bool)
+    valid[0, 1, 3] = False
+    img, cls = torch.tensor([0, 0]), torch.tensor([0, 2])
+    lab = compose_cpm_labels(logits, cams, img, cls, valid, 3, 'logit_x_meancam')
+    # class 0: mask 3 px, mean CAM 0.5 -> conf 1.0 at its pixels; class 2: mask 3 px, mean 0.4
+    # -> conf 0.4, 1.6, 1.2: pixel (0,1) class 2 (1.6 > 1.0), (0,2) class 2, (0,0) class 0
+    assert lab.tolist() == [[[0, 2, 2, 3], [0, 3, 3, 255]]]
+    lab = compose_cpm_labels(logits, cams, img, cls, valid, 3, 'stability_x_meancam')
+    # stability: class 0 -> |>1|=3 / |>-1|=3 = 1 -> 0.5; class 2 -> |>1|=2 / 3 -> 0.267
+    assert lab.tolist() == [[[0, 0, 2, 3], [0, 3, 3, 255]]]
+    with pytest.raises(ValueError, match='confidence'):
+        compose_cpm_labels(logits, cams, img, cls, valid, 3, 'area')
+
+
+def test_stability_score_by_hand():
+    """One stability score for AMG and CPM: an empty mask is NaN (the library's 0/0) and
+    never reaches a CPM label (it covers no pixel)."""
+    logits = torch.tensor([[[3.0, 0.5, -0.5, -3.0]]])
+    assert stability_score(logits).tolist() == pytest.approx([1 / 3])
+    valid = torch.tensor([[[True, False, True, True]]])
+    assert stability_score(logits, valid=valid).tolist() == pytest.approx([1 / 2])
+    assert torch.isnan(stability_score(torch.full((1, 2, 2), -5.0))).all()
+    # class 1's mask is empty: the labels are those of class 0 alone
+    both = torch.stack([torch.tensor([[2.0, -3.0], [2.0, -3.0]]), torch.full((2, 2), -5.0)])
+    cams = torch.full((1, 2, 2, 2), 0.5)
+    lab = compose_cpm_labels(both, cams, torch.tensor([0, 0]), torch.tensor([0, 1]),
+                             torch.ones(1, 2, 2, dtype=torch.bool), 2, 'stability_x_meancam')
+    assert lab.tolist() == [[[0, 2], [0, 2]]]
+
+
+def test_cached_logits_resampled_into_the_crop():
+    """A mask of the original frame, as SAM low-res logits, lands where the transforms put it."""
+    h0, w0, s = 60, 80, 256                       # tiny SAM: 256 px input frame
+    in_h, in_w = int(h0 * s / w0 + 0.5), s        # 192 x 256
+    mask = np.zeros((h0, w0), np.uint8)
+    mask[10:50, 20:70] = 1
+    # low-res logits (64 x 64) over the padded 256 x 256 input frame
+    side = s // 4
+    yc = (np.arange(side) + 0.5) * 4 * h0 / in_h   # low-res pixel centres in original pixels
+    xc = (np.arange(side) + 0.5) * 4 * w0 / in_w
+    inside = (yc[:, None] < h0) & (xc[None, :] < w0)
+    src = mask[np.minimum(yc, h0 - 1).astype(int)[:, None], np.minimum(xc, w0 - 1).astype(int)]
+    logits = torch.from_numpy(np.where(inside & (src > 0), 8.0, -8.0)).float()[None]
+    np.random.seed(2)
+    results = dict(img=np.zeros((h0, w0, 3), np.uint8), gt_seg=mask,
+                   geometry=Geometry.identity(h0, w0), ori_shape=(h0, w0))
+    results = RandomRescaleLongSide(100, 100)(results)
+    results = RandomHorizontalFlip(prob=1.0)(results)
+    results = RandomCrop(64)(results)
+    feats = ImageFeatures(embeddings=torch.zeros(1, 256, 16, 16),
+                          input_sizes=torch.tensor([[in_h, in_w]]),
+                          original_sizes=torch.tensor([[h0, w0]]), img_size=s)
+    frames = CachedFrames([results['geometry']], feats, (64, 64), ['x'])
+    crop = frames.logits_to_crop(logits, torch.tensor([0]))
+    expected = results['gt_seg'] == 1
+    got = (crop[0] > 0).numpy()
+    valid = results['valid']
+    agree = (got == expected)[valid].mean()
+    assert agree > 0.97 and expected[valid].sum() > 500
+    # ... and the crop's CAM goes the other way onto the embedding grid (PerSAM references):
+    # each grid cell takes the crop's value at its centre (0 outside the crop and the image).
+    crop_map = (expected & valid).astype(np.float32)
+    grid = frames.cams_to_grid(torch.from_numpy(crop_map)[None, None], (16, 16))[0, 0].numpy()
+    yc = (np.arange(16) + 0.5) * 16 * h0 / in_h     # grid cell centres in original pixels
+    xc = (np.arange(16) + 0.5) * 16 * w0 / in_w
+    xy = np.stack(np.broadcast_arrays(xc[None, :], yc[:, None]), -1)
+    at = results['geometry'].from_original(xy)       # continuous crop coordinates
+    col, row = np.floor(at[..., 0]).astype(int), np.floor(at[..., 1]).astype(int)
+    inside = (col >= 0) & (col < 64) & (row >= 0) & (row < 64) & (xy[..., 0] < w0) \
+        & (xy[..., 1] < h0)
+    want = np.where(inside, crop_map[row.clip(0, 63), col.clip(0, 63)], 0.0)
+    assert ((grid > 0.5) == (want > 0.5)).mean() > 0.95 and want.sum() >= 4
+    assert np.abs(grid[~inside]).max() < 0.5 and np.abs(grid[yc >= h0]).max() == 0
+    # a peak at a crop pixel centre lands on the same original pixel in SAM's input frame
+    xy = frames.points([0], [np.array([[10, 20]])])[0][0]
+    orig = results['geometry'].pixel_centres_to_original(np.array([[10, 20]]))[0]
+    np.testing.assert_allclose((xy + 0.5) * [w0 / in_w, h0 / in_h], orig, atol=1e-9)
+
+
+def test_online_frames_follow_the_official_code():
+    frames = OnlineFrames((64, 128), 256)
+    pts = frames.points([0], [np.array([[10, 20]])])[0]
+    np.testing.assert_allclose(pts, [[20 * 256 / 128, 10 * 256 / 64]])
+    rgb = frames.sam_input(torch.zeros(2, 3, 64, 128))       # the mean colour
+    assert rgb.shape == (2, 3, 256, 256)
+    assert rgb[0, :, 0, 0].tolist() == [123.0, 116.0, 103.0]  # ImageNet mean x 255, floored
+    logits = torch.randn(3, 64, 64)
+    assert frames.logits_to_crop(logits, torch.zeros(3)).shape == (3, 64, 128)
+    assert frames.cams_to_grid(torch.rand(2, 4, 64, 128), (16, 16)).shape == (2, 4, 16, 16)
+
+
+@pytest.fixture(scope='module')
+def demo_caches(demo_root, tmp_path_factory):
+    """Felzenszwalb SE maps and tiny-SAM embeddings of the demo training split."""
+    cfg = Config.fromfile(S2C_DEMO)
+    set_data_root(cfg, demo_root)
+    out = tmp_path_factory.mktemp('caches')
+    cfg.train_dataloader.dataset.se_map_dir = str(out / 'se')
+    cfg.model.cpm.embedding_dir = str(out / 'emb')
+    assert run_se_map_job(cfg, progress=False, num_workers=0).ok
+    assert run_embedding_job(cfg, progress=False, num_workers=0).ok
+    return cfg
+
+
+def _batch(cfg, n=3):
+    ds_cfg = cfg.train_dataloader.dataset.copy()
+    ds_cfg.pop('type')
+    ds = VOC12ClsDataset(**ds_cfg)
+    items = [ds[i] for i in range(n)]
+    inputs = torch.stack([it['inputs'] for it in items])
+    return inputs, [it['data_samples'] for it in items]
+
+
+@pytest.mark.parametrize('source', ['cached', 'online'])
+def test_make_targets_end_to_end(demo_caches, source):
+    cfg = demo_caches.copy()
+    inputs, samples = _batch(cfg)
+    model = MODELS.build(dict(type='CAMClassifier', backbone=dict(type='ResNet38d', width=0.0625),
+                              num_classes=4, feat_dim=8))
+    model.init_weights()
+    cpm_cfg = cfg.model.cpm.copy()
+    cpm_cfg.pop('type')
+    cpm_cfg['embedding_source'] = source
+    cpm = CPM(**cpm_cfg)
+    labels = torch.stack([s['gt_label'] for s in samples])
+    model.train()
+    targets = cpm.make_targets(model, inputs, samples, labels)
+    assert model.training and targets.shape == (3, 128, 128) and targets.dtype == torch.long
+    for i, s in enumerate(samples):
+        values = set(targets[i].unique().tolist())
+        allowed = set(torch.nonzero(s['gt_label']).flatten().tolist()) | {4, 255}
+        assert values <= allowed
+        assert (targets[i][~s['valid']] == 255).all() and (targets[i][s['valid']] != 255).all()
+    out = model(inputs, mode='tensor')
+    loss = cpm.loss(out['cam'], labels, targets, (128, 128))
+    assert torch.isfinite(loss) and loss.item() > 0
+    loss.backward()
+    assert model.fc9.weight.grad is not None
+    assert 'backend' not in dict(model.named_modules())  # SAM stays out of the state dict
+    assert not any(k.startswith('cpm') for k in model.state_dict())
+    assert isinstance(cpm.backend(), SamPromptBackend)
+    assert (cpm.backend().image_encoder is not None) == (source == 'online')
+
+
+def _cached_cpm(cfg, **overrides):
+    cpm_cfg = cfg.model.cpm.copy()
+    cpm_cfg.pop('type')
+    cpm_cfg['embedding_source'] = 'cached'
+    cpm_cfg.update(overrides)
+    return CPM(**cpm_cfg)
+
+
+def test_refine_runs_fp32_inside_autocast(demo_caches):
+    """--amp: CPM's SAM part must not run (or crash) in half precision."""
+    cfg = demo_caches.copy()
+    inputs, samples = _batch(cfg)
+    model = MODELS.build(dict(type='CAMClassifier', backbone=dict(type='ResNet38d', width=0.0625),
+                              num_classes=4, feat_dim=8))
+    model.init_weights()
+    model.eval()
+    cpm = _cached_cpm(cfg)
+    labels = torch.stack([s['gt_label'] for s in samples])
+    with torch.no_grad():
+        cams = batch_multiscale_cams(model, inputs, labels, cpm.scales)
+    reference = cpm.refine(cams, labels, samples)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        under_amp = cpm.refine(cams, labels, samples)
+        model.train()
+        targets = cpm.make_targets(model, inputs, samples, labels)   # MS CAMs in bf16
+    assert torch.equal(under_amp, reference)
+    assert targets.dtype == torch.long and targets.shape == reference.shape
+    assert model.training
+
+
+def test_peaks_in_the_crop_padding_are_not_prompted(demo_caches):
+    cfg = demo_caches.copy()
+    _, samples = _batch(cfg, n=1)
+    cpm = _cached_cpm(cfg)
+    cls = int(torch.nonzero(samples[0]['gt_label'])[0])
+    labels = torch.zeros(1, 4)
+    labels[0, cls] = 1.0                        # one prompt: this class only
+    cams = torch.zeros(1, 4, 128, 128)
+    cams[0, cls] = 0.3
+    cams[0, cls, 64, 64] = 0.9                  # the peak inside the image
+    cams[0, cls, 5, 5] = 1.0                    # the global max, in the padding
+    samples[0]['valid'] = torch.ones(128, 128, dtype=torch.bool)
+    samples[0]['valid'][:20] = False
+    seen = []
+    original = cpm.prompt_peaks
+
+    def spy(c, lab):
+        out = original(c, lab)
+        seen.append(out[2])
+        return out
+
+    cpm.prompt_peaks = spy
+    cpm.refine(cams, labels, samples)
+    (peaks,), = seen
+    assert peaks.tolist() == [[64, 64]]
+
+
+@PROMPT_BACKENDS.register_module(name='reference_probe_for_tests', force=True)
+class ReferenceProbe(SamPromptBackend):
+    """Vanilla SAM that requires references and records what CPM gave it."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.requires = frozenset({'reference'})
+        self.seen = []
+
+    def prepare(self, features):
+        self.seen.append(features.references)
+        return super().prepare(features)
+
+
+def test_backend_requirements_are_wired(demo_caches):
+    """A back-end requiring references gets each image's CAMs on the embedding grid."""
+    cfg = demo_caches.copy()
+    _, samples = _batch(cfg, n=2)
+    cpm = _cached_cpm(cfg, backend=dict(type='reference_probe_for_tests', model_type='tiny',
+                                        checkpoint=None))
+    labels = torch.stack([s['gt_label'] for s in samples])
+    cams = torch.zeros(2, 4, 128, 128)
+    cls = [int(torch.nonzero(s['gt_label'])[0]) for s in samples]
+    for i, c in enumerate(cls):
+        cams[i, c, 40:90, 30:100] = 1.0
+    cpm.refine(cams, labels, samples)
+    (refs,) = cpm.backend().seen
+    assert refs.shape == (2, 4, 16, 16)
+    for i, c in enumerate(cls):
+        assert refs[i, c].max() > 0.5 and refs[i].sum() == refs[i, c].sum()
+
+
+def test_cpm_checks_its_setup_when_built(demo_caches, tmp_path):
+    cfg = demo_caches.copy()
+    with pytest.raises(ValueError, match="selection policy 'hq_official'"):
+        _cached_cpm(cfg, selection='hq_official')
+    with pytest.raises(ValueError, match='image encoder'):   # other weights than the cache's
+        _cached_cpm(cfg, backend=dict(type='sam', model_type='tiny', checkpoint=None, seed=7))
+    with pytest.raises(ValueError, match='input size'):
+        _cached_cpm(cfg, backend=dict(type='sam', model_type='vit_b', checkpoint=None))
+    with pytest.raises(FileNotFoundError, match='cache_sam_embeddings'):
+        _cached_cpm(cfg, embedding_dir=str(tmp_path / 'none'))
+    with pytest.raises(KeyError, match='registered'):
+        _cached_cpm(cfg, backend=dict(type='no_such_backend'))
