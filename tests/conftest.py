@@ -34,3 +34,28 @@ def demo_root(tmp_path_factory):
     out = tmp_path_factory.mktemp('demo')
     make_demo_dataset(str(out), seed=0, num_train=16, num_val=4, size=(96, 96))
     return str(out)
+
+
+@pytest.fixture
+def run_tool(capsys):
+    """Run ``tools/<path>.py``'s ``main(argv)`` in this process (as ``python tools/...``).
+
+    Returns a function ``run(path, *argv) -> (exit status, stdout, stderr)``; ``path`` is
+    relative to ``tools/`` without ``.py`` (e.g. ``'analysis_tools/eval_seg'``).
+    """
+    import importlib.util
+
+    def run(path: str, *argv: str) -> tuple[int, str, str]:
+        file = osp.join(REPO, 'tools', path + '.py')
+        spec = importlib.util.spec_from_file_location('tool_' + path.replace('/', '_'), file)
+        tool = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(tool)
+        capsys.readouterr()
+        try:
+            code = tool.main([str(a) for a in argv])
+        except SystemExit as e:
+            code = e.code
+        out = capsys.readouterr()
+        return int(code or 0), out.out, out.err
+
+    return run

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             se_dir=args.se_dir, cls_labels=args.cls_labels, num_classes=args.num_classes,
             ignore_below=args.ignore_below, workers=args.workers, overwrite=args.overwrite,
             **method_params(cfg, args))
-    except (ValueError, FileNotFoundError, KeyError) as e:
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
         print(f'error: {e.args[0] if isinstance(e, KeyError) and e.args else e}',
               file=sys.stderr)
         return 2

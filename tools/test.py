@@ -39,7 +39,7 @@ def main(argv=None):
         result = run_cam_inference(cfg, args.checkpoint, split=args.split, out_dir=args.out,
                                    scales=args.scales, flip=not args.no_flip,
                                    overwrite=args.overwrite, device=args.device)
-    except (FileNotFoundError, ValueError, KeyError) as e:
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
         print(f'error: {e}', file=sys.stderr)
         sys.exit(2)
     summary, ev = result.summary, result.evaluation

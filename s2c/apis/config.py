@@ -11,20 +11,27 @@ from mmengine.config import Config
 DATALOADER_KEYS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 
-def _reroot(obj: Any, old: str, new: str) -> Any:
-    """``obj`` with every string path equal to ``old`` or under ``old/`` moved to ``new``."""
+def _reroot(obj: Any, olds: list[str], new: str) -> Any:
+    """``obj`` with every string path equal to one of ``olds`` or under it moved to ``new``.
+
+    ``olds`` (longest first) and ``new`` are given without a trailing ``/``; a
+    string is moved at most once, by the longest root it lies under.
+    """
     if isinstance(obj, str):
-        if obj == old:
-            return new
-        return new + obj[len(old):] if obj.startswith(old.rstrip('/') + '/') else obj
+        for old in olds:
+            if obj.rstrip('/') == old:
+                return new
+            if obj.startswith(old + '/'):
+                return new + obj[len(old):]
+        return obj
     if isinstance(obj, MutableMapping):
         for key in list(obj.keys()):
-            obj[key] = _reroot(obj[key], old, new)
+            obj[key] = _reroot(obj[key], olds, new)
     elif isinstance(obj, MutableSequence):
         for i, value in enumerate(obj):
-            obj[i] = _reroot(value, old, new)
+            obj[i] = _reroot(value, olds, new)
     elif isinstance(obj, tuple):
-        return type(obj)(_reroot(v, old, new) for v in obj)
+        return type(obj)(_reroot(v, olds, new) for v in obj)
     return obj
 
 
@@ -32,18 +39,22 @@ def set_data_root(cfg: Config, data_root: str) -> None:
     """Move a config to a dataset stored at ``data_root`` (the ``--data-root`` shortcut).
 
     Every dataloader's dataset gets ``data_root``, and every path of the config
-    that lies under the config's own ``data_root`` (the SAM cache folders that
-    configs derive from it, e.g. ``model.cpm.embedding_dir =
-    data_root + '/sam_embeddings/vit_h'``) is moved along with it; paths
-    elsewhere are kept.
+    that lies under the config's ``data_root`` or a dataloader's previous
+    ``data_root`` (the SAM cache folders that configs derive from it, e.g.
+    ``model.cpm.embedding_dir = data_root + '/sam_embeddings/vit_h'``) is moved
+    along with it; paths elsewhere are kept.
 
     Args:
         cfg: Config to modify in place.
         data_root: New dataset root (e.g. ``.../VOCdevkit/VOC2012``).
     """
-    old = cfg.get('data_root')
-    if isinstance(old, str) and old:
-        _reroot(cfg._cfg_dict, old, data_root)
+    old_roots = {cfg.get('data_root')}
+    for key in DATALOADER_KEYS:
+        dataset = (cfg.get(key) or {}).get('dataset') or {}
+        old_roots.add(dataset.get('data_root'))
+    olds = sorted({r.rstrip('/') for r in old_roots if isinstance(r, str) and r.strip('/')},
+                  key=len, reverse=True)
+    _reroot(cfg._cfg_dict, olds, data_root.rstrip('/') or data_root)
     cfg.data_root = data_root
     for key in DATALOADER_KEYS:
         loader = cfg.get(key)

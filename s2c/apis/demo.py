@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from s2c.caches import embedding_dir, run_embedding_job, run_se_map_job, se_map_dir
-from s2c.datasets import load_cls_labels, read_split
+from s2c.datasets import dataset_paths, load_cls_labels
 from s2c.datasets.demo import make_demo_dataset
 from s2c.evaluation import trivial_baselines
 from s2c.utils import load_label_png
@@ -31,10 +31,10 @@ def ensure_demo_data(data_root: str = DEMO_ROOT, seed: int = 0) -> None:
 
 def demo_baselines(data_root: str = DEMO_ROOT, split: str = 'val') -> dict[str, float]:
     """mIoU of the two label-free baselines on the demo split (percent)."""
-    names = read_split(osp.join(data_root, 'ImageSets/Segmentation', split + '.txt'))
-    labels = load_cls_labels(osp.join(data_root, 'cls_labels.npy'))
-    pairs = [(load_label_png(osp.join(data_root, 'SegmentationClass', n + '.png')),
-              np.nonzero(labels[n])[0]) for n in names]
+    paths = dataset_paths(dict(data_root=data_root), split=split)
+    labels = load_cls_labels(paths.cls_labels_file)
+    pairs = [(load_label_png(osp.join(paths.seg_dir, n + '.png')), np.nonzero(labels[n])[0])
+             for n in paths.names()]
     num_classes = len(next(iter(labels.values()))) + 1
     return trivial_baselines(pairs, num_classes)
 
@@ -65,7 +65,7 @@ def run_demo(configs: dict[str, str | dict], work_root: str = 'work_dirs',
     Args:
         configs: Display name -> config path, or ``dict(config=..., cfg_options=...,
             work_dir=...)`` for a variant of a config; trained in order.
-        work_root: Parent of the work dirs (``<work_root>/<config name>``).
+        work_root: Parent of the work dirs (``<work_root>/<work_dir or config name>``).
         data_root: Demo dataset root (generated if absent).
 
     Returns:

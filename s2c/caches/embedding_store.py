@@ -317,7 +317,10 @@ class EmbeddingStore:
                 early features) and the fix.
         """
         problems = []
-        if self.encoder_id != backend.encoder_id:
+        if self.encoder_id is None:
+            problems.append('the cache predates encoder_id (made by an older s2c); rebuild it '
+                            'with tools/cache_sam_embeddings.py --overwrite')
+        elif self.encoder_id != backend.encoder_id:
             problems.append(f'the cache was made by image encoder {self.encoder_id!r}, the '
                             f'back-end\'s checkpoint holds {backend.encoder_id!r}')
         if self.img_size != backend.img_size:

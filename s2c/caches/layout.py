@@ -23,7 +23,7 @@ from __future__ import annotations
 import os.path as osp
 from collections.abc import Mapping
 
-from s2c.datasets.paths import unwrap_dataset_cfg
+from s2c.datasets.paths import dataset_paths, unwrap_dataset_cfg
 
 SE_MAP_KIND = 'se_maps'
 EMBEDDING_KIND = 'sam_embeddings'
@@ -61,10 +61,11 @@ def se_map_dir(cfg: Mapping) -> str | None:
     """The SE-map folder of a config: the training dataset's ``se_map_dir`` under its
     ``data_root`` (an absolute path is kept), or ``None`` when it has none."""
     ds = train_dataset_cfg(cfg)
-    folder = ds.get('se_map_dir')
-    if not folder:
+    if not ds.get('se_map_dir'):
         return None
-    return osp.join(str(ds.get('data_root') or ''), str(folder))  # join keeps absolute paths
+    if not ds.get('data_root'):  # the dataset itself reports the missing data_root
+        return str(ds['se_map_dir'])
+    return dataset_paths(ds, require_list=False).se_map_dir
 
 
 def embedding_dir(cfg: Mapping) -> str | None:

@@ -194,7 +194,9 @@ def run_se_map_job(cfg: Mapping, options: JobOptions | None = None, *,
     key_sam, info = None, {}
     if uses_sam:
         sam_cfg = sam_block(cfg)
-        sam, key_sam = build_job_sam(sam_cfg, job_device(sam_cfg.get('device', 'auto')))
+        sam, ident = build_job_sam(sam_cfg, job_device(sam_cfg.get('device', 'auto')))
+        # the whole SAM makes SE maps: keyed by the checkpoint's SHA-256 (or the seed)
+        key_sam = {k: v for k, v in ident.items() if k != 'encoder_id'}
         build_cfg.update(sam=sam, autocast_dtype=sam_cfg.get('autocast_dtype'))
         info = sam_info(sam_cfg)
     se_provider = SE_PROVIDERS.build(build_cfg)

@@ -71,17 +71,17 @@ def unwrap_dataset_cfg(dataset_cfg: Any) -> Mapping:
 
 
 def split_file(data_root: str, split: str) -> str:
-    """An existing list file as is, else ``<data_root>/ImageSets/Segmentation/<split>.txt``.
+    """A list file (a path ending in ``.txt`` or holding a separator) as is, else the
+    split name ``<data_root>/ImageSets/Segmentation/<split>.txt``.
 
     Raises:
-        FileNotFoundError: When ``split`` looks like a path (``.txt`` or a
-            separator) but does not exist.
+        FileNotFoundError: When ``split`` is a path that does not exist.
     """
-    if osp.isfile(split):
-        return split
     if split.endswith('.txt') or os.sep in split:
-        raise FileNotFoundError(f'split list {split} not found (pass an existing list file '
-                                'or a split name such as train or val)')
+        if not osp.isfile(split):
+            raise FileNotFoundError(f'split list {split} not found (pass an existing list file '
+                                    'or a split name such as train or val)')
+        return split
     return osp.join(data_root, 'ImageSets', 'Segmentation', split + '.txt')
 
 

@@ -19,6 +19,15 @@ def evaluate_cam_dir(cam_dir: str, gt_dir: str, names: Sequence[str], num_classe
                      class_names: Sequence[str] | None = None, progress: bool = True) -> dict:
     """CAM mIoU with the background-threshold search over saved CAM files.
 
+    Args:
+        cam_dir: Folder of ``<name>.npz`` CAM files (:mod:`s2c.cam.cam_io`).
+        gt_dir: Folder of ``<name>.png`` ground truth (0 background, 1..C, 255 ignore).
+        names: Images to score.
+        num_classes: Classes including background (VOC 21).
+        thresholds: Background scores to try (default 0.00, 0.01, ..., 0.50).
+        class_names: Foreground class names for the table (default ``'1'..``).
+        progress: Show a progress bar.
+
     Returns:
         dict: ``bg_threshold`` (``None`` when no image could be scored),
         ``miou`` (percent, NaN when none), ``mprecision``, ``mrecall``,

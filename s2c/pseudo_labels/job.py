@@ -79,16 +79,19 @@ def build_label_method(method: str | Mapping | LabelMethod, **params: Any) -> La
 
     Raises:
         KeyError: Unknown method (lists the registered ones).
-        ValueError / TypeError: Missing or unknown parameters (the method says which).
+        ValueError: Missing or unknown parameters (the method says which).
     """
     if isinstance(method, LabelMethod):
         return method
     cfg = dict(type=method) if isinstance(method, str) else dict(method)
     cfg.update(params)
-    if LABEL_METHODS.get(cfg.get('type')) is None:
+    if not isinstance(cfg.get('type'), str) or LABEL_METHODS.get(cfg['type']) is None:
         raise KeyError(f'unknown pseudo-label method {cfg.get("type")!r}; '
                        f'choose from {sorted(LABEL_METHODS.module_dict)}')
-    return LABEL_METHODS.build(cfg)
+    try:
+        return LABEL_METHODS.build(cfg)
+    except TypeError as e:
+        raise ValueError(f'pseudo-label method {cfg["type"]!r}: {e}') from e
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -203,7 +206,12 @@ def label_manifest(method: LabelMethod, ignore_below: float | None, cam_dir: str
     """The manifest of a pseudo-label folder: method, parameters, ``ignore_below`` and
     which CAMs (the id of the CAM folder's manifest, else the folder's path)."""
     cams_manifest = read_cam_manifest(cam_dir)
-    cams = manifest_id(cams_manifest) if cams_manifest else f'folder {osp.abspath(cam_dir)}'
+    if cams_manifest and 'key' in cams_manifest:
+        cams = manifest_id(cams_manifest)
+    elif cams_manifest and cams_manifest.get('id'):  # written by an older s2c
+        cams = str(cams_manifest['id'])
+    else:
+        cams = f'folder {osp.abspath(cam_dir)}'
     key = dict(method=method.name, params=method.params, ignore_below=ignore_below, cams=cams)
     return make_manifest(KIND, FORMAT_VERSION, key, dict(cam_dir=osp.abspath(cam_dir)))
 
@@ -251,8 +259,9 @@ def make_pseudo_labels(cam_dir: str, out_dir: str, names: Sequence[str],
     Raises:
         KeyError: Unknown method.
         ValueError: A required input (``img_dir``, ``se_dir``, ``bg_threshold``,
-            ``cpm``) is missing, or ``out_dir`` was made with other parameters or
-            other CAMs and ``overwrite`` is False.
+            ``cpm``) is missing, a parameter the method does not take is given,
+            or ``out_dir`` was made with other parameters or other CAMs and
+            ``overwrite`` is False.
         FileNotFoundError: ``cam_dir`` does not exist.
     """
     label_method = build_label_method(method, **method_params)

@@ -89,7 +89,7 @@ class SamRefineLabels(LabelMethod):
         cfg['embedding_source'] = 'cached'
         self.cpm_cfg = cfg
         self.device = resolve_device(device)
-        self.cpm = CPM(**cfg)
+        self.cpm = CPM(**dict(cfg, backend=dict(cfg['backend'], device=str(self.device))))
 
     @property
     def params(self) -> dict[str, Any]:

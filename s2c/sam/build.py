@@ -161,9 +161,11 @@ def build_sam(model_type: str, checkpoint: str | None = None, *,
             (PyTorch's default initialisation).
         device: ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'``, ...
         strict: Strict key matching when loading ``checkpoint``.
-        seed: Random weights only: build after ``torch.manual_seed(seed)`` without
-            moving the global RNG (every process builds the same model); ``None``
-            draws from the global RNG.
+        seed: Random weights only: build after ``torch.manual_seed(seed)`` (every
+            process builds the same model); ``None`` draws from the global RNG.
+            With a checkpoint or a seed, the global RNG streams (CPU and CUDA) are
+            left as they were, so building SAM inside a model does not change the
+            model's own initialisation.
 
     Returns:
         Sam: The model in eval mode on ``device``, with ``requires_grad`` left
@@ -174,12 +176,14 @@ def build_sam(model_type: str, checkpoint: str | None = None, *,
         ValueError: Unknown ``model_type``, or a checkpoint of the wrong shapes.
         FileNotFoundError / RuntimeError / KeyError: See :func:`load_sam_checkpoint`.
     """
-    if checkpoint is None and seed is not None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = _build_modules(model_type)
-    else:
+    if checkpoint is None and seed is None:
         model = _build_modules(model_type)
+    else:  # leave the caller's RNG streams (CPU and CUDA) exactly as they were
+        cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=cuda):
+            if checkpoint is None:
+                torch.manual_seed(seed)
+            model = _build_modules(model_type)
     if checkpoint is not None:
         load_sam_checkpoint(model, checkpoint, strict=strict, model_type=model_type)
     model.s2c_model_type = model_type
@@ -235,15 +239,19 @@ def encoder_id(model_type: str, checkpoint: str | None = None, *, seed: int = 0,
         model_type: ``vit_b``, ``vit_l``, ``vit_h`` or ``tiny``.
         checkpoint: Checkpoint file, or ``None`` for random weights.
         seed: Seed of the random weights when ``checkpoint`` is ``None``.
-        model: An already built SAM of those weights (saves building one).
+        model: An already built SAM of those weights (saves building or reading one).
 
     Returns:
         str: e.g. ``'vit_h-1a2b3c4d5e6f7a8b'``.
     """
     _check_model_type(model_type)
     if checkpoint is not None:
-        digest = remembered_digest(checkpoint, 'image_encoder_sha256', lambda p: state_dict_sha256(
-            read_state_dict(p, 'SAM checkpoint'), 'image_encoder.'))
+        def digest_of(path: str) -> str:
+            state = model.state_dict() if model is not None else \
+                read_state_dict(path, 'SAM checkpoint')
+            return state_dict_sha256(state, 'image_encoder.')
+
+        digest = remembered_digest(checkpoint, 'image_encoder_sha256', digest_of)
         return f'{model_type}-{digest[:16]}'
     key = (model_type, int(seed))
     if key not in _ENCODER_ID_MEMO:

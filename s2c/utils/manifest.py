@@ -10,8 +10,9 @@ versions, paths). A job *claims* a folder before writing into it
 (:func:`claim_folder`): an equal manifest means resume, a different one is
 refused (:class:`ManifestMismatchError`, listing what differs) unless
 ``overwrite``, and an unreadable one is always an error that names the file
-and the fix (:class:`ManifestUnreadableError`). Files of unknown origin
-(entries without a manifest) are refused alike. Manifests are written
+and the fix (:class:`ManifestUnreadableError`). Where the caller names its
+entry suffix (caches, CAM folders), entries without a manifest (of unknown
+origin) are refused alike. Manifests are written
 atomically (temp file + rename).
 """
 from __future__ import annotations
@@ -146,6 +147,11 @@ def _mismatch(folder: str, what: str, diffs: Sequence[str], deletes: bool) -> st
             + ', or write elsewhere with --out DIR.')
 
 
+def _unknown(folder: str, suffix: str, filename: str) -> str:
+    return (f'{folder} holds {suffix} file(s) of unknown origin (no {filename}); rerun with '
+            '--overwrite (overwrite=True) to recompute them, or write elsewhere with --out DIR.')
+
+
 def claim_folder(folder: str, manifest: Mapping, *, filename: str = MANIFEST_NAME,
                  what: str = 'files', entry_suffix: str | None = None,
                  overwrite: bool = False, delete_on_replace: bool = False, rank: int = 0,
@@ -174,8 +180,9 @@ def claim_folder(folder: str, manifest: Mapping, *, filename: str = MANIFEST_NAM
         poll_s: Poll interval of the wait.
 
     Returns:
-        bool: ``True`` when a manifest of other settings (or an unreadable one)
-        was replaced.
+        bool: ``True`` when a manifest of other settings, an unreadable one, or
+        entries of unknown origin were replaced (``overwrite``): every entry must
+        be recomputed.
 
     Raises:
         ManifestMismatchError: Other settings, or entries of unknown origin,
@@ -201,6 +208,9 @@ def claim_folder(folder: str, manifest: Mapping, *, filename: str = MANIFEST_NAM
                     return False
                 if not overwrite:
                     raise ManifestMismatchError(_mismatch(folder, what, diffs, deletes))
+            elif not overwrite and entry_suffix and entry_files(folder, entry_suffix):
+                # rank 0 writes the manifest before any entry: these are of unknown origin
+                raise ManifestMismatchError(_unknown(folder, entry_suffix, filename))
             if time.monotonic() > deadline:
                 raise TimeoutError(f'rank {rank}: no matching manifest appeared in {folder} '
                                    f'within {timeout_s:.0f} s (did rank 0 fail?)')
@@ -218,10 +228,7 @@ def claim_folder(folder: str, manifest: Mapping, *, filename: str = MANIFEST_NAM
                 write_manifest(path, manifest)
                 return False
             if not overwrite:
-                raise ManifestMismatchError(
-                    f'{folder} holds {len(unknown)} {entry_suffix} file(s) of unknown origin '
-                    f'(no {filename}); rerun with --overwrite (overwrite=True) to recompute '
-                    'them, or write elsewhere with --out DIR.')
+                raise ManifestMismatchError(_unknown(folder, entry_suffix, filename))
             diffs = [f'{len(unknown)} {entry_suffix} file(s) of unknown origin']
         else:
             diffs = manifest_differences(old, manifest)

@@ -45,6 +45,15 @@ def truncate(path: str, keep: float | int) -> None:
         f.write(data[:end])
 
 
+def flip_byte(path: str, from_end: int = 1000) -> None:
+    """Flip one bit of the byte ``from_end`` bytes before the end (inside the payload)."""
+    with open(path, 'r+b') as f:
+        f.seek(os.path.getsize(path) - from_end)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0x10]))
+
+
 def make_dataset(root: str, n: int = len(SIZES)) -> list[str]:
     """Write ``n`` random JPEGs and ImageSets/Segmentation/train.txt under ``root``."""
     rng = np.random.default_rng(0)
@@ -468,12 +477,7 @@ def test_embedding_verify_lists_bad_entries(dataset, tmp_path, capsys):
     truncated, flipped, removed = names[0], names[3], names[5]
     path = osp.join(out, truncated + '.npy')
     truncate(path, -100)
-    path = osp.join(out, flipped + '.npy')
-    with open(path, 'r+b') as f:  # flip one byte inside the embedding payload
-        f.seek(os.path.getsize(path) - 1000)
-        byte = f.read(1)
-        f.seek(-1, 1)
-        f.write(bytes([byte[0] ^ 0x10]))
+    flip_byte(osp.join(out, flipped + '.npy'))
     os.remove(osp.join(out, removed + '.npy'))
     summary = run_embedding_job(cfg, out=out, verify=True, progress=False)
     assert set(summary.failed) == {truncated, flipped, removed}
@@ -499,12 +503,7 @@ def test_embedding_verify_remedy_and_repair(dataset, tmp_path, capsys):
     cfg = make_cfg(root)
     run_embedding_job(cfg, out=out, progress=False)
     flipped, removed = names[3], names[5]
-    path = osp.join(out, flipped + '.npy')
-    with open(path, 'r+b') as f:  # flip one byte inside the embedding payload
-        f.seek(os.path.getsize(path) - 1000)
-        byte = f.read(1)
-        f.seek(-1, 1)
-        f.write(bytes([byte[0] ^ 0x10]))
+    flip_byte(osp.join(out, flipped + '.npy'))
     os.remove(osp.join(out, removed + '.npy'))
     cfg_file = tmp_path / 'cfg.py'
     cfg.dump(str(cfg_file))

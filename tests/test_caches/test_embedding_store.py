@@ -1,6 +1,7 @@
 """The embedding store: the record format, and which back-ends may read a cache."""
 from __future__ import annotations
 
+import json
 import os.path as osp
 
 import numpy as np
@@ -67,3 +68,16 @@ def test_store_accepts_only_backends_with_its_encoder(tmp_path):
         EmbeddingStore(str(tmp_path / 'nothing'))
     assert not osp.exists(tmp_path / 'nothing')
     assert torch.isfinite(feats.embeddings).all()
+
+
+def test_cache_without_encoder_id_says_to_rebuild(tmp_path):
+    out = str(tmp_path / 'emb')
+    write_synthetic_embedding_cache(out, ['a'], 'tiny', (30, 40))
+    man = osp.join(out, 'manifest.json')
+    data = json.load(open(man))
+    del data['key']['encoder_id']
+    json.dump(data, open(man, 'w'))
+    backend = PROMPT_BACKENDS.build(dict(type='sam', model_type='tiny', checkpoint=None,
+                                         device='cpu'))
+    with pytest.raises(ValueError, match='predates encoder_id.*--overwrite'):
+        EmbeddingStore(out).check_backend(backend)

@@ -59,18 +59,21 @@ def test_eight_views_equal_reference_loop():
     assert cams.max() < 1.0 and cams.max() > 0.99
 
 
-def test_test_tool_writes_cams_and_table(voc_samples_root, voc_samples_labels, tmp_path):
+def test_test_tool_writes_cams_and_table(voc_samples_root, voc_samples_labels, tmp_path,
+                                         run_tool):
     model = CAMClassifier(backbone=dict(type='ResNet38d', width=0.0625), num_classes=20,
                           feat_dim=8)
     model.init_weights()
     ckpt = tmp_path / 'model.pth'
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, ckpt)
     out = tmp_path / 'cams'
-    cmd = [sys.executable, 'tools/test.py', CAM_VOC, str(ckpt), '--split', 'val',
-           '--out', str(out), '--scales', '0.5', '1.0', '--data-root', voc_samples_root,
-           '--cfg-options', f'test_dataloader.dataset.cls_labels={voc_samples_labels}',
-           'model.backbone.width=0.0625', 'model.feat_dim=8']
-    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    args = [CAM_VOC, str(ckpt), '--split', 'val', '--out', str(out), '--scales', '0.5', '1.0',
+            '--data-root', voc_samples_root,
+            '--cfg-options', f'test_dataloader.dataset.cls_labels={voc_samples_labels}',
+            'model.backbone.width=0.0625', 'model.feat_dim=8']
+    # once as a script, as users run it
+    res = subprocess.run([sys.executable, 'tools/test.py', *args], cwd=REPO, capture_output=True,
+                         text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     assert 'CAM mIoU' in res.stdout and 'aeroplane' in res.stdout
     files = sorted(p.name for p in out.glob('*.npz'))
@@ -79,8 +82,8 @@ def test_test_tool_writes_cams_and_table(voc_samples_root, voc_samples_labels, t
     assert cams.shape[1:] == (513, 513) and cams.dtype == np.float32
     assert osp.isfile(out / 'cam_eval.json')
     # second run: everything skipped
-    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    assert res.returncode == 0 and '0 written, 4 already there' in res.stdout
+    code, stdout, _ = run_tool('test', *[osp.join(REPO, a) if a == CAM_VOC else a for a in args])
+    assert code == 0 and '0 written, 4 already there' in stdout
 
 
 def test_official_checkpoint_accepted(tmp_path):

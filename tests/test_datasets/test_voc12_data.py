@@ -30,19 +30,16 @@ def test_cls_labels_from_masks_equal_png_classes(voc_samples_root, voc_samples_l
     assert multi == 3  # the samples' README: three images hold two foreground classes
 
 
-def test_converter_cli_prints_counts(voc_samples_root, tmp_path):
-    import subprocess
-    import sys
-    repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-    out = subprocess.run([sys.executable, 'tools/dataset_converters/voc12.py', voc_samples_root,
-                          '--out', str(tmp_path)], cwd=repo, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    split_part, class_part = out.stdout.split('images per class')
+def test_converter_cli_prints_counts(voc_samples_root, tmp_path, run_tool):
+    code, stdout, stderr = run_tool('dataset_converters/voc12', voc_samples_root, '--out',
+                                    tmp_path)
+    assert code == 0, stderr
+    split_part, class_part = stdout.split('images per class')
     splits = dict(line.split() for line in split_part.splitlines() if line.startswith('  '))
     classes = dict(line.split() for line in class_part.splitlines() if line.startswith('  '))
     assert splits == {'train': '10', 'val': '4'}
     assert classes['aeroplane'] == '4' and classes['person'] == '2' and classes['cat'] == '0'
-    assert 'person' in out.stdout and osp.isfile(tmp_path / 'cls_labels.npy')
+    assert 'person' in stdout and osp.isfile(tmp_path / 'cls_labels.npy')
 
 
 def test_labels_from_xml_and_mask(tmp_path):

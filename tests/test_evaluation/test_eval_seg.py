@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import os
 import os.path as osp
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -141,7 +139,7 @@ def test_agrees_with_mmseg_iou_metric(voc_samples_root, tmp_path):
     assert 0.3 < ours.scores['miou'] < 0.95                          # perturbations matter
 
 
-def test_cli_json_and_exit_status(tmp_path):
+def test_cli_json_and_exit_status(tmp_path, run_tool):
     gt_dir, pred_dir = str(tmp_path / 'gt'), str(tmp_path / 'pred')
     for n in ('a', 'b'):
         _write(gt_dir, n, np.array([[0, 1], [2, 2]]))
@@ -149,12 +147,11 @@ def test_cli_json_and_exit_status(tmp_path):
     split = tmp_path / 'split.txt'
     split.write_text('a\nb\n')
     out = tmp_path / 'res.json'
-    r = subprocess.run([sys.executable, osp.join(REPO, 'tools/analysis_tools/eval_seg.py'),
-                        pred_dir, '--gt', gt_dir, '--split', str(split), '--num-classes', '3',
-                        '--json', str(out)], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1
-    assert 'missing_prediction: 1' in r.stderr and 'b:' in r.stderr
-    assert 'mIoU 66.67 over 1/2 images' in r.stdout
+    code, stdout, stderr = run_tool('analysis_tools/eval_seg', pred_dir, '--gt', gt_dir,
+                                    '--split', split, '--num-classes', '3', '--json', out)
+    assert code == 1
+    assert 'missing_prediction: 1' in stderr and 'b:' in stderr
+    assert 'mIoU 66.67 over 1/2 images' in stdout
     res = json.loads(out.read_text())
     assert res['miou'] == pytest.approx(2 / 3) and res['num_images'] == 1
     assert res['per_class']['class_1']['iou'] == pytest.approx(0.5)
@@ -163,7 +160,6 @@ def test_cli_json_and_exit_status(tmp_path):
     assert res['failures']['missing_prediction']['count'] == 1
     assert 'b' in res['failures']['missing_prediction']['images']
     _write(pred_dir, 'b', np.array([[0, 1], [2, 2]]))
-    r = subprocess.run([sys.executable, osp.join(REPO, 'tools/analysis_tools/eval_seg.py'),
-                        pred_dir, '--gt', gt_dir, '--split', str(split), '--num-classes', '3'],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
+    code, _, stderr = run_tool('analysis_tools/eval_seg', pred_dir, '--gt', gt_dir, '--split',
+                               split, '--num-classes', '3')
+    assert code == 0, stderr

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import struct
-import subprocess
 import sys
 
 import numpy as np
@@ -326,18 +325,18 @@ def test_key_set_matches_backbone():
 # ----------------------------------------------------------------------------- CLI
 
 
-def test_cli_end_to_end(tmp_path):
+def test_cli_end_to_end(tmp_path, run_tool):
     from s2c.models.backbones.resnet38d import ResNet38d, is_bn_counter
     from s2c.utils.checkpoint import load_state_dict_strict
     spec = resnet38_spec(TINY)
     arrays = random_arrays(spec, seed=3)
     src, dst = tmp_path / 'tiny.params', tmp_path / 'out' / 'tiny.pth'
     write_ndarray_list(str(src), arrays, version='v1')
-    proc = subprocess.run([sys.executable, CLI, str(src), str(dst), '--width', str(TINY_WIDTH)],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert 'read 193 arrays' in proc.stdout and 'wrote 191 tensors' in proc.stdout
-    assert 'dropped 2' in proc.stdout and 'matches ResNet38d' in proc.stdout
+    code, stdout, stderr = run_tool('model_converters/resnet38d_mxnet2torch', src, dst,
+                                    '--width', TINY_WIDTH)
+    assert code == 0, stderr
+    assert 'read 193 arrays' in stdout and 'wrote 191 tensors' in stdout
+    assert 'dropped 2' in stdout and 'matches ResNet38d' in stdout
     state = torch.load(str(dst), map_location='cpu', weights_only=True)
     assert set(state) == {pt for _, pt, _ in spec if pt is not None}
     for mx, pt, _ in spec:

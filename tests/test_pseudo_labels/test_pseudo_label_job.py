@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import os
 import os.path as osp
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -348,18 +346,13 @@ def test_job_usage_errors(tmp_path):
                            progress=False)
     with pytest.raises(KeyError, match=r"unknown pseudo-label method 'nope'.*'se_merge'"):
         make_pseudo_labels(d['cams'], str(tmp_path / 'o'), names, 'nope', progress=False)
-    with pytest.raises(TypeError, match='bg_treshold'):  # a misspelled parameter is an error
+    with pytest.raises(ValueError, match='bg_treshold'):  # a misspelled parameter is an error
         make_pseudo_labels(d['cams'], str(tmp_path / 'o'), names, 'threshold', bg_treshold=0.5,
                            progress=False)
 
 
 # ----------------------------------------------------------------------------- CLI
-def _cli(*args):
-    return subprocess.run([sys.executable, osp.join(REPO, 'tools', 'make_pseudo_labels.py'),
-                           *args], capture_output=True, text=True, cwd=REPO, timeout=120)
-
-
-def test_cli_exit_status_and_summary(tmp_path):
+def test_cli_exit_status_and_summary(tmp_path, run_tool):
     names, d, expected = _make_dataset(str(tmp_path), n=3)
     os.remove(osp.join(d['cams'], 'im_1.npz'))
     split = tmp_path / 'list.txt'
@@ -369,17 +362,19 @@ def test_cli_exit_status_and_summary(tmp_path):
                    f'ann_file="list.txt", img_dir="img", img_suffix=".jpg"))\n')
     (tmp_path / 'thr.json').write_text(json.dumps({'threshold': 0.5}))
     out = str(tmp_path / 'out')
-    r = _cli(str(cfg), '--cams', d['cams'], '--out', out, '--method', 'threshold',
-             '--bg-threshold-from', str(tmp_path / 'thr.json'), '--workers', '1')
-    assert r.returncode == 1, r.stderr
-    assert 'missing_cam: 1' in r.stdout and 'im_1' in r.stdout
+    code, stdout, stderr = run_tool('make_pseudo_labels', cfg, '--cams', d['cams'], '--out', out,
+                                    '--method', 'threshold', '--bg-threshold-from',
+                                    tmp_path / 'thr.json', '--workers', '1')
+    assert code == 1, stderr
+    assert 'missing_cam: 1' in stdout and 'im_1' in stdout
     assert sorted(os.listdir(out)) == ['im_0.png', 'im_2.png', 'pseudo_labels.json']
     np.testing.assert_array_equal(load_label_png(osp.join(out, 'im_2.png')), expected['im_2'])
-    r = _cli(str(cfg), '--cams', d['cams'], '--out', out, '--method', 'sam')
-    assert r.returncode == 2 and 'has no model.cpm block' in r.stderr
+    code, _, stderr = run_tool('make_pseudo_labels', cfg, '--cams', d['cams'], '--out', out,
+                               '--method', 'sam')
+    assert code == 2 and 'has no model.cpm block' in stderr
 
 
-def test_cli_se_merge_reads_the_se_map_cache_of_the_config(tmp_path):
+def test_cli_se_merge_reads_the_se_map_cache_of_the_config(tmp_path, run_tool):
     names, d, _ = _make_dataset(str(tmp_path), n=2)
     (tmp_path / 'list.txt').write_text('\n'.join(names) + '\n')
     cfg = tmp_path / 'cfg.py'
@@ -387,31 +382,29 @@ def test_cli_se_merge_reads_the_se_map_cache_of_the_config(tmp_path):
             f'ann_file="list.txt", img_dir="img", img_suffix=".jpg"))\n')
     cfg.write_text(base.replace('img_suffix=".jpg"', f'img_suffix=".jpg", se_map_dir={d["se"]!r}'))
     out = str(tmp_path / 'out')
-    r = _cli(str(cfg), '--cams', d['cams'], '--out', out, '--method', 'se_merge',
-             '--bg-threshold', '0.5', '--workers', '1')
-    assert r.returncode == 0, r.stderr
+    code, _, stderr = run_tool('make_pseudo_labels', cfg, '--cams', d['cams'], '--out', out,
+                               '--method', 'se_merge', '--bg-threshold', '0.5', '--workers', '1')
+    assert code == 0, stderr
     for name in names:
         keys, cams = load_cams(osp.join(d['cams'], name + '.npz'))
         se = cv2.imread(osp.join(d['se'], name + '.png'), cv2.IMREAD_UNCHANGED)
         np.testing.assert_array_equal(load_label_png(osp.join(out, name + '.png')),
                                       se_merge_labels(cams, keys, se, 0.5)[0])
     cfg.write_text(base)                                   # no se_map_dir, no --se-dir
-    r = _cli(str(cfg), '--cams', d['cams'], '--out', str(tmp_path / 'o2'), '--method',
-             'se_merge', '--bg-threshold', '0.5')
-    assert r.returncode == 2 and '--se-dir' in r.stderr
+    code, _, stderr = run_tool('make_pseudo_labels', cfg, '--cams', d['cams'], '--out',
+                               tmp_path / 'o2', '--method', 'se_merge', '--bg-threshold', '0.5')
+    assert code == 2 and '--se-dir' in stderr
 
 
-def test_visualize_writes_one_grid_per_image(tmp_path):
+def test_visualize_writes_one_grid_per_image(tmp_path, run_tool):
     names, d, expected = _make_dataset(str(tmp_path), n=2)
     out = str(tmp_path / 'pl')
     make_pseudo_labels(d['cams'], out, names, 'threshold', bg_threshold=0.5, progress=False)
-    r = subprocess.run([sys.executable, osp.join(REPO, 'tools/analysis_tools/visualize.py'),
-                        '--img-dir', d['img'], '--cams', d['cams'], '--labels', out,
-                        '--gt', out, '--names', *names, 'missing', '--height', '48',
-                        '--out', str(tmp_path / 'vis'), '--stack', str(tmp_path / 'all.png'),
-                        '--classes', 'disc', 'box', 'triangle'],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1 and 'missing' in r.stderr      # one name without an image
+    code, _, stderr = run_tool(
+        'analysis_tools/visualize', '--img-dir', d['img'], '--cams', d['cams'], '--labels', out,
+        '--gt', out, '--names', *names, 'missing', '--height', '48', '--out', tmp_path / 'vis',
+        '--stack', tmp_path / 'all.png', '--classes', 'disc', 'box', 'triangle')
+    assert code == 1 and 'missing' in stderr      # one name without an image
     assert sorted(os.listdir(tmp_path / 'vis')) == [n + '.png' for n in names]
     # --stack: both rows (same width here) with a 4-pixel white gap between them.
     rows = [np.asarray(Image.open(tmp_path / 'vis' / f'{n}.png').convert('RGB'))

@@ -214,5 +214,5 @@ def test_decoder_only_backend_has_no_image_encoder(sam_backend):
 def test_backend_config_is_validated_when_built():
     with pytest.raises(KeyError, match=r"unknown prompt back-end 'sma'.*registered: \[.*'sam'"):
         build_backend(dict(type='sma', model_type='tiny', checkpoint=None))
-    with pytest.raises(TypeError, match='checkpiont'):  # no **unused: a typo is an error
+    with pytest.raises(ValueError, match='checkpiont'):  # no **unused: a typo is an error
         build_backend(dict(type='sam', model_type='tiny', checkpiont='x.pth'))

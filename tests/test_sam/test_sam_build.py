@@ -249,3 +249,17 @@ def test_postprocess_inverts_the_input_mapping():
     yy, xx = np.mgrid[0:orig_h, 0:orig_w]
     interior = np.s_[3:-3, 3:-3]  # bilinear sampling clamps at the borders
     np.testing.assert_allclose(out[interior], f(xx, yy)[interior], atol=1e-3)
+
+
+def test_building_sam_leaves_the_global_rng_alone(tiny_ckpt):
+    """SAM is built inside the classifier (CPM's back-end): with a checkpoint or a seed it
+    must not shift the RNG that initialises the classifier."""
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    for kwargs in (dict(checkpoint=tiny_ckpt), dict(checkpoint=None, seed=5)):
+        torch.manual_seed(123)
+        build_sam('tiny', device='cpu', **kwargs)
+        assert torch.equal(torch.rand(3), expected), kwargs
+    torch.manual_seed(123)
+    build_sam('tiny', device='cpu')                  # no seed: drawn from the global RNG
+    assert not torch.equal(torch.rand(3), expected)

@@ -2,7 +2,8 @@
 
 Example::
 
-    python tools/analysis_tools/eval_seg.py work_dirs/s2c_voc/pl_crf \\
+    W=work_dirs/s2c_resnet38d_1xb8-40e_voc12aug-256x256
+    python tools/analysis_tools/eval_seg.py $W/pl_crf \\
         --gt data/VOCdevkit/VOC2012/SegmentationClass \\
         --split data/VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt --json pl_crf.json
 

@@ -2,11 +2,10 @@
 
 Example::
 
+    W=work_dirs/s2c_resnet38d_1xb8-40e_voc12aug-256x256
     python tools/analysis_tools/visualize.py --img-dir data/VOCdevkit/VOC2012/JPEGImages \\
-        --cams work_dirs/s2c_voc/cams --labels work_dirs/s2c_voc/pl_crf \\
-        --gt data/VOCdevkit/VOC2012/SegmentationClass \\
-        --split data/VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt --max 8 \\
-        --out work_dirs/s2c_voc/vis
+        --cams $W/cams_train --labels $W/pl_crf --gt data/VOCdevkit/VOC2012/SegmentationClass \\
+        --split data/VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt --max 8 --out $W/vis
 
 Panels whose folder is not given (or whose file is missing) are left out; each panel is
 captioned (class names for CAMs). Heat maps are the CAM in [0, 1] through the JET colour

@@ -59,7 +59,7 @@ class CAMThresholdMetric(BaseMetric):
         for sample in data_samples:
             if 'gt_seg' not in sample:
                 raise KeyError(f'sample {sample.get("name")} has no gt_seg; the validation '
-                               "dataset needs seg_dir='SegmentationClass' and LoadSegMap")
+                               "dataset needs seg_dir='SegmentationClass' and LoadAnnotations")
             try:
                 search.update(sample['cams'], sample['keys'].numpy(), sample['gt_seg'])
             except ValueError as e:  # e.g. a GT value outside 0..C-1, 255: skip, don't crash

@@ -327,8 +327,8 @@ def mxnet_to_psa_state_dict(arrays: Mapping[str, np.ndarray]) -> dict[str, torch
     Values keep their shape (MXNet conv weights are ``(out, in, kh, kw)`` like
     torch's) and dtype, and are bit-identical to the source. The dict has no
     BatchNorm ``num_batches_tracked`` entries (PSA's converted file has none;
-    :func:`s2c.models.backbones.resnet38d.load_state_dict_strict` tolerates
-    their absence).
+    :func:`s2c.utils.checkpoint.load_state_dict_strict` with
+    ``optional=is_bn_counter`` tolerates their absence).
 
     Args:
         arrays: Output of :func:`read_ndarray_list` (names with or without

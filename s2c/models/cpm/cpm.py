@@ -56,14 +56,18 @@ def build_backend(cfg: dict) -> PromptBackend:
     """Build a prompt back-end from its config, naming the registered types on a typo.
 
     Raises:
-        KeyError: Unknown ``type`` (lists the registered back-ends).
-        TypeError: An argument the back-end does not take.
+        KeyError: No or an unknown ``type`` (lists the registered back-ends).
+        ValueError: An argument the back-end does not take (names it).
     """
     cfg = dict(cfg)
-    if PROMPT_BACKENDS.get(cfg.get('type')) is None:
+    PROMPT_BACKENDS.import_from_location()  # registers s2c's back-ends
+    if not isinstance(cfg.get('type'), str) or PROMPT_BACKENDS.get(cfg['type']) is None:
         raise KeyError(f'unknown prompt back-end {cfg.get("type")!r} (model.cpm.backend.type); '
                        f'registered: {sorted(PROMPT_BACKENDS.module_dict)}')
-    backend = PROMPT_BACKENDS.build(cfg)
+    try:
+        backend = PROMPT_BACKENDS.build(cfg)
+    except TypeError as e:
+        raise ValueError(f'prompt back-end {cfg["type"]!r} (model.cpm.backend): {e}') from e
     backend.check_requirements()
     return backend
 
@@ -80,7 +84,8 @@ class CPM(nn.Module):
         backend: ``PROMPT_BACKENDS`` config of the SAM decoder, complete and
             explicit (e.g. ``dict(type='sam', model_type='vit_h',
             checkpoint='checkpoints/sam_vit_h_4b8939.pth')``); nothing is copied
-            from the config's ``sam`` block.
+            from the config's ``sam`` block. Built on ``device`` (default CPU) and
+            moved to the device of the batch at first use.
         embedding_source: ``'cached'`` (default) or ``'online'`` (official).
         embedding_dir: Embedding cache folder (``'cached'``), e.g.
             ``<data_root>/sam_embeddings/vit_h``.
@@ -118,6 +123,7 @@ class CPM(nn.Module):
             raise ValueError("embedding_source='cached' needs embedding_dir (build it with "
                              'tools/cache_sam_embeddings.py CONFIG)')
         backend_cfg = dict(backend)
+        backend_cfg.setdefault('device', 'cpu')  # moved to the batch's device at first use
         if embedding_source == 'online':
             backend_cfg['with_image_encoder'] = True
         prompt_backend = build_backend(backend_cfg)

@@ -13,7 +13,7 @@ from s2c.structures import PromptBatch
 def peak_prompts(cams: torch.Tensor, labels: torch.Tensor, *, threshold: float = 0.5,
                  min_distance: int = 20, filter_size: int = 3
                  ) -> tuple[list[int], list[int], list[np.ndarray]]:
-    """Peaks of every present class (CPM step 3, official ``model_s2c.py`` 230-256).
+    """Peaks of every present class (CPM step 2, official ``model_s2c.py`` 230-256).
 
     Args:
         cams: ``(B, C, H, W)`` normalised CAMs in the crop frame (zero where the

@@ -104,7 +104,7 @@ class SSCLoss(nn.Module):
         else:
             if any('se_map' not in s for s in data_samples):
                 raise KeyError('SSC needs SE maps: give the training dataset se_map_dir (and '
-                               'keep LoadSEMap in its pipeline; see configs/s2c_voc.py)')
+                               'keep LoadSEMap in its pipeline; see configs/s2c/)')
             if self.negatives == 'official' and any(
                     s.get('se_ids', 'crop') != 'image' for s in data_samples):
                 raise ValueError(

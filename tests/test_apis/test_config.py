@@ -1,0 +1,44 @@
+"""Loading configs: --data-root moves the dataset and every path derived from it."""
+from __future__ import annotations
+
+import os.path as osp
+
+import pytest
+
+from s2c.apis import build_train_config, load_config, set_data_root
+from s2c.caches import embedding_dir, se_map_dir
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+S2C_VOC = osp.join(REPO, 'configs/s2c/s2c_resnet38d_1xb8-40e_voc12aug-256x256.py')
+S2C_DEMO = osp.join(REPO, 'configs/demo/s2c_resnet38d-w0.125_1xb8-12e_demo-128x128.py')
+
+
+def test_cache_folders_are_written_in_the_config():
+    cfg = load_config(S2C_VOC)
+    assert se_map_dir(cfg) == 'data/VOCdevkit/VOC2012/se_maps/sam_amg-vit_h-smallest_on_top'
+    assert embedding_dir(cfg) == 'data/VOCdevkit/VOC2012/sam_embeddings/vit_h'
+    assert cfg.model.cpm.backend == dict(type='sam', model_type='vit_h',
+                                         checkpoint='checkpoints/sam_vit_h_4b8939.pth')
+
+
+def test_data_root_moves_the_caches_with_it():
+    cfg = load_config(S2C_VOC, data_root='/data/voc/')
+    assert embedding_dir(cfg) == '/data/voc/sam_embeddings/vit_h'
+    assert se_map_dir(cfg) == '/data/voc/se_maps/sam_amg-vit_h-smallest_on_top'
+    assert cfg.val_dataloader.dataset.data_root == '/data/voc/'
+    assert cfg.model.backbone.pretrained == 'checkpoints/resnet38d_ilsvrc_cls1000.pth'  # kept
+    cfg = load_config(S2C_DEMO)
+    cfg.data_root = 'data/demo/'                       # a trailing slash keeps its separator
+    set_data_root(cfg, '/new')
+    assert embedding_dir(cfg) == '/new/sam_embeddings/tiny'
+    # a root set only on the datasets (e.g. by --cfg-options) is followed too
+    cfg = load_config(S2C_DEMO, cfg_options={'data_root': None})
+    set_data_root(cfg, 'data/demo2')
+    assert embedding_dir(cfg) == 'data/demo2/sam_embeddings/tiny'
+
+
+def test_missing_config_and_resume_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nope.py'):
+        load_config(str(tmp_path / 'nope.py'))
+    with pytest.raises(FileNotFoundError, match='resume'):
+        build_train_config(S2C_DEMO, resume=str(tmp_path / 'x.pth'))
