@@ -115,3 +115,19 @@ def test_sam_method_through_the_job(voc_samples_root, tiny_embeddings, tmp_path)
     assert len(summary.done) == len(names)
     label = load_label_png(str(tmp_path / 'pl' / f'{names[0]}.png'))
     assert label.shape == (513, 513)
+
+
+def test_sam_method_is_checked_before_the_first_image(tiny_embeddings, tmp_path):
+    """A back-end that does not fit the cache, or an unservable policy, stops the job before
+    anything is written."""
+    emb_dir, names = tiny_embeddings
+    out = tmp_path / 'pl'
+    other = dict(backend=dict(type='sam', model_type='tiny', checkpoint=None, seed=7),
+                 embedding_dir=emb_dir)
+    with pytest.raises(ValueError, match='image encoder'):
+        make_pseudo_labels(str(tmp_path), str(out), names, 'sam', cpm=other, device='cpu')
+    policy = dict(backend=dict(type='sam', model_type='tiny', checkpoint=None),
+                  embedding_dir=emb_dir, selection='hq_only')
+    with pytest.raises(ValueError, match="selection policy 'hq_only'"):
+        make_pseudo_labels(str(tmp_path), str(out), names, 'sam', cpm=policy, device='cpu')
+    assert not out.exists()
