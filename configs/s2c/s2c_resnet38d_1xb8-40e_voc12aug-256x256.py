@@ -1,5 +1,6 @@
 # S2C on PASCAL VOC 2012 (CVPR 2024): the CAM classifier trained with loss_cls + loss_ssc +
-# loss_cpm. Build the SAM caches once, then train:
+# loss_cpm (every official-code behaviour at once: the _official.py preset next to this file).
+# Build the SAM caches once, then train:
 #   python tools/cache_se_maps.py CONFIG          # SE maps for SSC -> <data_root>/<se_map_dir>
 #   python tools/cache_sam_embeddings.py CONFIG   # embeddings for CPM -> embedding_dir
 #   python tools/train.py CONFIG
@@ -36,6 +37,9 @@ model = dict(
         embedding_dir=embedding_dir,
         scales=(0.5, 1.0, 1.5, 2.0),
         peak_threshold=0.5, min_distance=20, filter_size=3,
+        peak_rule='snapped',                 # 'official': plateau corners, first local peak dropped
+        mask_chain='direct',                 # 'sam_postprocess' = official (Sam.postprocess_masks)
+        ignore_padding=True,                 # False = official: padded crop pixels labelled
         selection='index2',                  # official: multimask output 2
         confidence='logit_x_meancam',        # official code; paper: 'stability_x_meancam'
         start_epoch=2,

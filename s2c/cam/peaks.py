@@ -1,48 +1,65 @@
-"""CAM peaks used as SAM point prompts (CPM step 3; official ``model_s2c.py`` 230-256)."""
+"""CAM peaks used as SAM point prompts (CPM step 2; official ``model_s2c.py`` 230-258).
+
+Two rules, both from the same local maxima: the CAM is smoothed with a
+``filter_size`` maximum filter (zero padding), local maxima of the smoothed
+map are found with scikit-image's ``peak_local_max(min_distance=...)`` (which
+also excludes a border of ``min_distance`` pixels and returns the peaks by
+decreasing smoothed value), and kept where the *raw* CAM exceeds
+``threshold``. The global maximum of the raw CAM always comes first.
+
+- ``'snapped'`` (default): local maxima closer than ``min_distance`` to the
+  global maximum are dropped as its duplicates, and every kept peak is moved
+  to the largest raw CAM value inside its ``filter_size`` window. The maximum
+  filter turns a maximum into a ``filter_size`` plateau on which
+  ``peak_local_max`` returns the plateau's first (top-left) pixel, one pixel
+  diagonal from the true maximum; snapping prompts SAM at the maximum itself,
+  and a genuine peak far from a global maximum in the excluded border is kept.
+- ``'official'``: exactly the official points: the first thresholded local
+  maximum is always dropped (assumed to be the global maximum), and peaks stay
+  where ``peak_local_max`` put them (plateau corners). When the global maximum
+  lies in the excluded border, the dropped "first" peak is a genuine one.
+"""
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 
+PEAK_RULES = ('snapped', 'official')
+
 
 def find_peaks(cam: np.ndarray, threshold: float = 0.5, min_distance: int = 20,
-               filter_size: int = 3) -> np.ndarray:
-    """Global maximum plus local maxima of one normalised CAM.
-
-    Follows the official code: the map is smoothed with a ``filter_size``
-    maximum filter (zero padding), local maxima are found with scikit-image's
-    ``peak_local_max(min_distance=min_distance)`` (which also excludes a
-    border of ``min_distance`` pixels), and kept where the *raw* CAM exceeds
-    ``threshold``. The global maximum is always kept. The official code drops
-    the first (strongest) local maximum as a duplicate of the global maximum;
-    we drop the local maxima closer than ``min_distance`` to the global
-    maximum instead, which is the same in the usual case and does not lose a
-    real peak when the global maximum lies in the excluded border. The
-    maximum filter turns every maximum into a ``filter_size`` plateau, on which
-    ``peak_local_max`` returns a corner (the official peaks are off by one
-    pixel); we snap each peak back to the raw maximum inside its window.
+               filter_size: int = 3, rule: str = 'snapped') -> np.ndarray:
+    """Global maximum plus local maxima of one normalised CAM (see the module docstring).
 
     Args:
         cam: ``(H, W)`` CAM in [0, 1] (crop frame).
-        threshold: ``tau`` (S2C: 0.5).
-        min_distance: Minimum distance between peaks, pixels (S2C: 20).
+        threshold: ``tau`` (S2C: 0.5); a local maximum is kept where the raw CAM
+            is above it.
+        min_distance: Minimum distance between peaks and excluded border, pixels (S2C: 20).
         filter_size: Maximum-filter size (S2C: 3).
+        rule: ``'snapped'`` or ``'official'``.
 
     Returns:
         np.ndarray: ``(N, 2)`` int64 ``(row, col)`` peaks, global maximum first,
         then local maxima by decreasing filtered value; ``N >= 1``.
+
+    Raises:
+        ValueError: For an unknown ``rule``.
     """
+    if rule not in PEAK_RULES:
+        raise ValueError(f'unknown peak rule {rule!r}; choose one of {PEAK_RULES}')
     cam = np.asarray(cam, dtype=np.float32)
     top = np.array(np.unravel_index(int(np.argmax(cam)), cam.shape), dtype=np.int64)
     filtered = ndi.maximum_filter(cam, size=filter_size, mode='constant')
-    local = peak_local_max(filtered, min_distance=min_distance)
-    if local.size:
+    local = peak_local_max(filtered, min_distance=min_distance).reshape(-1, 2).astype(np.int64)
+    if rule == 'official':
+        local = local[cam[local[:, 0], local[:, 1]] > threshold][1:]
+    elif local.size:
         local = _snap_to_raw_maximum(cam, local, filter_size)
         local = local[cam[local[:, 0], local[:, 1]] > threshold]
-        far = np.sqrt(((local - top) ** 2).sum(axis=1)) >= min_distance
-        local = local[far]
-    return np.concatenate([top[None], local.reshape(-1, 2).astype(np.int64)], axis=0)
+        local = local[np.sqrt(((local - top) ** 2).sum(axis=1)) >= min_distance]
+    return np.concatenate([top[None], local.reshape(-1, 2)], axis=0)
 
 
 def _snap_to_raw_maximum(cam: np.ndarray, peaks: np.ndarray, size: int) -> np.ndarray:

@@ -9,16 +9,27 @@ Overlap rules:
 - ``'smallest_on_top'`` (paper, default): masks are painted from the largest
   to the smallest area, so a smaller segment wins where masks overlap; equal
   areas: the higher predicted IoU (earlier in generator order) on top.
-- ``'highest_iou_on_top'`` (official code, sangrockEG/S2C ``get_se_map.py``,
-  which paints ``reversed(masks)``): masks are painted from the lowest to
-  the highest predicted IoU (stable; without IoUs, in reversed list order).
-  The generator lists masks by descending predicted IoU within a crop, so
-  with ``crop_n_layers=0`` this is exactly the official order.
+- ``'highest_iou_on_top'``: masks are painted from the lowest to the highest
+  predicted IoU (stable; without IoUs, in reversed list order).
+- ``'first_on_top'`` (official code, sangrockEG/S2C ``get_se_map.py`` 57-59,
+  which paints ``reversed(masks)``): masks are painted in reversed generator
+  order, so the first listed mask is on top. The generator lists masks by
+  descending predicted IoU within a crop, so without crop layers
+  (``crop_n_layers=0``) and without small-region clean-up
+  (``min_mask_region_area=0``) this equals ``'highest_iou_on_top'``; with
+  them the generator's cross-crop NMS reorders the list (by crop area) and
+  only this rule reproduces the official maps.
 
 After painting, the ids still visible are renumbered ``1..K`` in painting
 order (so a fully covered mask disappears and the top-most painted visible
-segment has the largest id). More than 65,535 visible segments is an error
-(maps are stored as uint16 PNG, :mod:`s2c.utils.se_map_io`).
+segment has the largest id). ``'first_on_top'`` keeps the official ids
+instead: the mask painted ``i``-th (0-based, i.e. listed ``i``-th from the
+end) has id ``i + 1`` (official ``temp[mask] = i`` on a ``-1`` canvas, plus the
+``+ 1`` of ``voc12/data.py``), so a fully covered mask leaves a gap; this
+matters only to the official ``uint8`` wrap of ids
+(:class:`~s2c.datasets.transforms.RenumberSegmentsBeforeCrop`). More than
+65,535 segments is an error (maps are stored as uint16 PNG,
+:mod:`s2c.utils.se_map_io`).
 """
 from __future__ import annotations
 
@@ -29,7 +40,7 @@ import numpy as np
 from s2c.utils.se_map_io import MAX_SEGMENTS
 from s2c.utils.segments import renumber_segments
 
-OVERLAP_RULES = ('smallest_on_top', 'highest_iou_on_top')
+OVERLAP_RULES = ('smallest_on_top', 'highest_iou_on_top', 'first_on_top')
 
 
 def check_overlap_rule(overlap: str) -> str:
@@ -53,6 +64,8 @@ def paint_order(areas: np.ndarray, predicted_iou: np.ndarray | None, overlap: st
     """
     check_overlap_rule(overlap)
     n = len(areas)
+    if overlap == 'first_on_top':
+        return np.arange(n - 1, -1, -1, dtype=np.int64)
     # Rank 0 = best quality (painted last among equals).
     rank = (np.arange(n) if predicted_iou is None else
             np.argsort(-np.asarray(predicted_iou, dtype=np.float64), kind='stable'))
@@ -93,15 +106,16 @@ def compose_se_map(masks: np.ndarray | Sequence[np.ndarray],
     Args:
         masks: ``(N, H, W)`` bool masks (original frame), in generator order.
         predicted_iou: ``(N,)`` predicted IoUs (None: list order = descending).
-        overlap: ``'smallest_on_top'`` (paper) or ``'highest_iou_on_top'``
-            (official code). See the module docstring.
+        overlap: ``'smallest_on_top'`` (paper), ``'highest_iou_on_top'`` or
+            ``'first_on_top'`` (official code). See the module docstring.
         image_size: ``(H, W)``; required when ``masks`` is empty.
 
     Returns:
-        np.ndarray: ``(H, W)`` uint16, 0 = no segment, 1..K contiguous.
+        np.ndarray: ``(H, W)`` uint16, 0 = no segment, 1..K contiguous (official
+        ids with gaps for ``'first_on_top'``).
 
     Raises:
-        ValueError: Unknown rule, inconsistent shapes, or > 65,535 visible segments.
+        ValueError: Unknown rule, inconsistent shapes, or > 65,535 segments.
     """
     check_overlap_rule(overlap)
     if len(masks) == 0:
@@ -119,4 +133,10 @@ def compose_se_map(masks: np.ndarray | Sequence[np.ndarray],
     canvas = np.zeros(masks.shape[1:], dtype=np.int32)
     for step, idx in enumerate(paint_order(areas, predicted_iou, overlap), start=1):
         canvas[masks[idx]] = step
+    if overlap == 'first_on_top':
+        if len(masks) > MAX_SEGMENTS:
+            raise ValueError(f'{len(masks)} masks do not fit a uint16 SE map (at most '
+                             f'{MAX_SEGMENTS}); lower the number of masks (e.g. raise '
+                             'pred_iou_thresh).')
+        return canvas.astype(np.uint16)
     return renumber_se_map(canvas)

@@ -129,8 +129,9 @@ class SamAMGProvider(_SamProviderBase):
     Args:
         sam: A built SAM, or the ``sam`` config dict (``model_type``,
             ``checkpoint``, ``device``, optional ``autocast_dtype``, ``strict``).
-        overlap: ``'smallest_on_top'`` (paper) or ``'highest_iou_on_top'``
-            (official code); see :mod:`s2c.sam.se_map`.
+        overlap: One of :data:`~s2c.sam.se_map.OVERLAP_RULES`: ``'smallest_on_top'``
+            (paper), ``'highest_iou_on_top'`` or ``'first_on_top'`` (official
+            code); see :mod:`s2c.sam.se_map`.
         autocast_dtype: None or ``'bf16'`` (CUDA only).
         fast_decoder: See :class:`s2c.sam.amg.SamAMG` (not part of ``params``:
             it does not change the output beyond float rounding).

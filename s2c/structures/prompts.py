@@ -17,7 +17,9 @@ class PromptBatch:
     """``N`` prompts over a batch of images.
 
     Attributes:
-        points: ``(N, P, 2)`` float ``(x, y)``; rows are padded to ``P``.
+        points: ``(N, P, 2)`` float ``(x, y)`` SAM input-frame pixels; rows are
+            padded to ``P``. The dtype is kept up to SAM's prompt encoder
+            (float64 points are divided by the input size before its float32 cast).
         labels: ``(N, P)`` long: 1 positive, 0 negative, -1 padding.
         image_index: ``(N,)`` long: the image of each prompt (index into
             :class:`~s2c.structures.ImageFeatures`).
@@ -101,7 +103,8 @@ class PromptBatch:
         keep = self.labels[rows] != -1
         points = None
         if count:
-            points = (self.points[rows][keep].view(len(rows), count, 2).float(),
+            coords = self.points[rows][keep].view(len(rows), count, 2)
+            points = (coords if coords.is_floating_point() else coords.float(),
                       self.labels[rows][keep].view(len(rows), count))
         boxes = self.boxes[rows].float() if bool(self.has_box[rows[0]]) else None
         masks = None if self.mask_inputs is None else self.mask_inputs[rows].float()

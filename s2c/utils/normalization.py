@@ -24,7 +24,16 @@ def normalize_image(img: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np
 
 
 def denormalize_images(x: torch.Tensor) -> torch.Tensor:
-    """Invert :func:`normalize_image`: ``(B, 3, H, W)`` -> RGB in [0, 255] (float, clamped)."""
-    mean = torch.as_tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.as_tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return ((x * std + mean) * 255.0).clamp(0, 255)
+    """Invert :func:`normalize_image`: ``(B, 3, H, W)`` -> RGB in [0, 255] (float, not clamped).
+
+    Computed with the official S2C arithmetic (``tools/imutils.py`` ``denorm``:
+    torchvision's ``Normalize`` with mean ``-m / s`` and std ``1 / s``, i.e.
+    ``(x - (-m / s)) / (1 / s)`` with both constants in float32, then ``* 255``),
+    so that the bytes made from it are the official ones. Values may lie a
+    rounding error outside [0, 255].
+    """
+    shift = torch.tensor([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)],
+                         dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    scale = torch.tensor([1 / s for s in IMAGENET_STD], dtype=torch.float32,
+                         device=x.device).view(1, 3, 1, 1)
+    return (x.float() - shift) / scale * 255

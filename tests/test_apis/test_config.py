@@ -37,6 +37,24 @@ def test_data_root_moves_the_caches_with_it():
     assert embedding_dir(cfg) == 'data/demo2/sam_embeddings/tiny'
 
 
+def test_official_preset_selects_every_official_behaviour():
+    cfg = load_config(S2C_VOC.replace('.py', '_official.py'))
+    cpm = cfg.model.cpm
+    assert (cpm.embedding_source, cpm.peak_rule, cpm.mask_chain, cpm.ignore_padding,
+            cpm.selection, cpm.confidence) == ('online', 'official', 'sam_postprocess', False,
+                                               'index2', 'logit_x_meancam')
+    assert cfg.model.ssc.negatives == 'official'
+    assert cfg.se_maps.overlap == 'first_on_top' and cfg.se_maps.provider.fast_decoder is False
+    assert se_map_dir(cfg) == 'data/VOCdevkit/VOC2012/se_maps/sam_amg-vit_h-first_on_top'
+    steps = [t['type'] for t in cfg.train_dataloader.dataset.pipeline]
+    assert steps.index('RenumberSegmentsBeforeCrop') == steps.index('RandomCrop') - 1
+    assert cfg.train_dataloader.dataset.pipeline[steps.index('RenumberSegmentsBeforeCrop')] == \
+        dict(type='RenumberSegmentsBeforeCrop', uint8_ids=True)
+    assert cfg.train_dataloader.dataset.pipeline[steps.index('RandomRescaleLongSide')][
+        'map_resize'] == 'pil'
+    assert cfg.optim_wrapper.optimizer.momentum == 0.0005
+
+
 def test_missing_config_and_resume_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match='nope.py'):
         load_config(str(tmp_path / 'nope.py'))

@@ -10,6 +10,7 @@ from s2c.caches import MissingCacheError, run_embedding_job, run_se_map_job
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 S2C_DEMO = osp.join(REPO, 'configs/demo/s2c_resnet38d-w0.125_1xb8-12e_demo-128x128.py')
 S2C_VOC = osp.join(REPO, 'configs/s2c/s2c_resnet38d_1xb8-40e_voc12aug-256x256.py')
+S2C_OFFICIAL = osp.join(REPO, 'configs/s2c/s2c_resnet38d_1xb8-40e_voc12aug-256x256_official.py')
 FAST = {'train_dataloader.batch_size': 3, 'train_dataloader.num_workers': 0,
         'train_dataloader.persistent_workers': False, 'val_dataloader.num_workers': 0,
         'val_dataloader.persistent_workers': False, 'default_hooks.logger.interval': 1,
@@ -80,9 +81,9 @@ def test_cpm_waits_for_its_start_epoch(demo_root, tmp_path):
     assert len(history) == 5  # logged only once CPM is on (epoch 1: iterations 6-10)
 
 
-@pytest.mark.slow
-def test_s2c_voc_on_real_samples_with_tiny_sam(voc_samples_root, voc_samples_labels, tmp_path):
-    options = dict(FAST, **{
+def _voc_samples_options(voc_samples_labels, tmp_path) -> dict:
+    """1 epoch on the 10 train samples with tiny random SAMs and small AMG grids."""
+    return dict(FAST, **{
         'train_dataloader.dataset.ann_file': 'ImageSets/Segmentation/train.txt',
         'train_dataloader.dataset.cls_labels': voc_samples_labels,
         'val_dataloader.dataset.ann_file': 'ImageSets/Segmentation/val.txt',
@@ -94,18 +95,39 @@ def test_s2c_voc_on_real_samples_with_tiny_sam(voc_samples_root, voc_samples_lab
         'se_maps.provider.stability_score_thresh': 0.0, 'se_maps.provider.box_nms_thresh': 1.0,
         'model.cpm.backend.model_type': 'tiny', 'model.cpm.backend.checkpoint': None,
         **_cache_dirs(tmp_path)})
-    cfg = build_train_config(S2C_VOC, work_dir=str(tmp_path / 'w'),
-                             data_root=voc_samples_root, cfg_options=options)
+
+
+def _assert_three_losses(runner):
+    assert runner.iter == 3  # 10 images, batch 3, drop_last
+    for key in ('loss_cls', 'loss_ssc', 'loss_cpm'):  # the random masks make > 1 segment
+        history = runner.message_hub.get_scalar(f'train/{key}').data[0]
+        assert np.isfinite(history).all() and (history > 0).all(), (key, history)
+
+
+@pytest.mark.slow
+def test_s2c_voc_on_real_samples_with_tiny_sam(voc_samples_root, voc_samples_labels, tmp_path):
+    cfg = build_train_config(S2C_VOC, work_dir=str(tmp_path / 'w'), data_root=voc_samples_root,
+                             cfg_options=_voc_samples_options(voc_samples_labels, tmp_path))
     # the decoder's SAM is set explicitly: nothing is copied from the cache's `sam` block
     assert cfg.model.cpm.backend == dict(type='sam', model_type='tiny', checkpoint=None)
     plain = build_train_config(S2C_VOC, cfg_options={'sam.model_type': 'tiny'})
     assert plain.model.cpm.backend.model_type == 'vit_h'
     _build_caches(cfg, split='train')
-    runner = train(cfg)
-    assert runner.iter == 3  # 10 images, batch 3, drop_last
-    for key in ('loss_cls', 'loss_ssc', 'loss_cpm'):  # the random masks make > 1 segment
-        history = runner.message_hub.get_scalar(f'train/{key}').data[0]
-        assert np.isfinite(history).all() and (history > 0).all(), (key, history)
+    _assert_three_losses(train(cfg))
+
+
+@pytest.mark.slow
+def test_official_preset_on_real_samples(voc_samples_root, voc_samples_labels, tmp_path):
+    """The official preset: SE maps in the official numbering (exact decoder), no embedding
+    cache (SAM encodes each crop), official peaks / mask chain / padding / SSC negatives."""
+    options = _voc_samples_options(voc_samples_labels, tmp_path)
+    options.pop('model.cpm.embedding_dir')
+    cfg = build_train_config(S2C_OFFICIAL, work_dir=str(tmp_path / 'w'),
+                             data_root=voc_samples_root, cfg_options=options)
+    assert cfg.model.cpm.embedding_source == 'online' and cfg.model.cpm.embedding_dir is None
+    assert cfg.se_maps.overlap == 'first_on_top' and not cfg.se_maps.provider.fast_decoder
+    assert run_se_map_job(cfg, split='train', progress=False, num_workers=0).ok
+    _assert_three_losses(train(cfg))
 
 
 @pytest.mark.slow

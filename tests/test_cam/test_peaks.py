@@ -1,5 +1,6 @@
 """Peak finder on synthetic CAMs: global max kept, border, min distance, threshold."""
 import numpy as np
+import pytest
 
 from s2c.cam.peaks import find_peaks
 
@@ -36,3 +37,24 @@ def test_flat_or_weak_cam_still_gives_its_maximum():
     cam[12, 17] = 0.2
     assert find_peaks(cam).tolist() == [[12, 17]]
     assert find_peaks(np.zeros((8, 8))).tolist() == [[0, 0]]
+
+
+def test_official_rule_keeps_the_plateau_corner():
+    """A 3x3 maximum filter turns the maximum at (30, 30) into a plateau (29..31, 29..31);
+    peak_local_max returns its first pixel (29, 29): the official point, one pixel diagonal
+    from the maximum. The snapped rule moves it back to (30, 30)."""
+    cam = _blob(100, 100, 30, 30, 1.0) + _blob(100, 100, 70, 70, 0.8)
+    assert find_peaks(cam, rule='official').tolist() == [[30, 30], [69, 69]]
+    assert find_peaks(cam, rule='snapped').tolist() == [[30, 30], [70, 70]]
+    with pytest.raises(ValueError, match='peak rule'):
+        find_peaks(cam, rule='best')
+
+
+def test_official_rule_drops_the_first_local_peak_even_far_from_the_global_max():
+    """Global max in the excluded border (row 5): the first thresholded local peak is the
+    blob at (60, 60), far away, and the official rule drops it; so only the global max and
+    the third blob remain."""
+    cam = _blob(100, 100, 5, 50, 1.0) + _blob(100, 100, 60, 60, 0.9) \
+        + _blob(100, 100, 40, 25, 0.7)
+    assert find_peaks(cam, rule='official').tolist() == [[5, 50], [39, 24]]
+    assert find_peaks(cam, rule='snapped').tolist() == [[5, 50], [60, 60], [40, 25]]

@@ -1,10 +1,14 @@
 """CPM: label composition, the crop <-> SAM frames, build-time validation, targets end to end."""
 import os.path as osp
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from mmengine.config import Config
+from segment_anything.modeling import Sam
+from torchvision import transforms as tvt
 
 from s2c.apis import set_data_root
 from s2c.caches import run_embedding_job, run_se_map_job
@@ -16,6 +20,7 @@ from s2c.registry import MODELS, PROMPT_BACKENDS
 from s2c.sam.backends import SamPromptBackend
 from s2c.sam.stability import stability_score
 from s2c.structures import Geometry, ImageFeatures
+from s2c.utils.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize_image
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 S2C_DEMO = osp.join(REPO, 'configs/demo/s2c_resnet38d-w0.125_1xb8-12e_demo-128x128.py')
@@ -119,6 +124,73 @@ def test_online_frames_follow_the_official_code():
     assert frames.cams_to_grid(torch.rand(2, 4, 64, 128), (16, 16)).shape == (2, 4, 16, 16)
 
 
+def test_online_sam_input_is_the_official_bytes():
+    """Official: de-normalise with Normalize(mean=-m/s, std=1/s) (float32), x 255, resize with
+    align_corners=True, truncate to uint8. Some values land a hair below their integer and lose
+    a grey level: red (1, 2, 3, 7) -> (0, 2, 2, 7), green (120, 150, 151, 169) -> (119, 149,
+    151, 168), blue (2, 3, 4, 5) -> (1, 2, 4, 4). De-normalising as x * s + m instead gives
+    (0, 1, 2, 6), (120, 150, 151, 169) and (1, 2, 3, 4)."""
+    img = np.zeros((1, 4, 3), np.uint8)
+    img[0, :, 0] = [1, 2, 3, 7]
+    img[0, :, 1] = [120, 150, 151, 169]
+    img[0, :, 2] = [2, 3, 4, 5]
+    x = torch.from_numpy(normalize_image(img)).permute(2, 0, 1)[None]
+    rgb = OnlineFrames((1, 4), 4).sam_input(x)      # 1 x 4 -> 4 x 4: every row the same
+    assert rgb[0, :, 0].tolist() == [[0, 2, 2, 7], [119, 149, 151, 168], [1, 2, 4, 4]]
+    assert (rgb == rgb[:, :, :1]).all()
+    # equal to torchvision's Normalize (the official denorm) on random crops with a resize
+    x = torch.randn(2, 3, 24, 40)
+    mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+    official = torch.stack([tvt.Normalize(mean=(-mean / std).tolist(), std=(1 / std).tolist())(
+        im) for im in x]) * 255
+    official = F.interpolate(official, (64, 64), mode='bilinear', align_corners=True)
+    got = OnlineFrames((24, 40), 64).sam_input(x)
+    assert torch.equal(got, official.clamp(0, 255).to(torch.uint8).float())
+
+
+def test_sam_output_chain_differs_from_thresholding_the_resized_logits():
+    """Low-res logits (2 x 2, S = 8) with columns (1, -8.5) onto a 5 x 5 crop. Direct: column 1
+    samples 0.9 * 1 + 0.1 * (-8.5) = 0.05 > 0. SAM's chain: 2 -> 8 gives
+    (1, 1, -0.1875, -2.5625, -4.9375, -7.3125, -8.5, -8.5), then 8 -> 5 samples column 1 at
+    0.1 * 1 + 0.9 * (-0.1875) < 0: the official mask is one column narrower."""
+    logits = torch.tensor([[[1.0, -8.5], [1.0, -8.5]]])
+    frames = OnlineFrames((5, 5), 8)
+    index = torch.zeros(1, dtype=torch.long)
+    direct = frames.logits_to_crop(logits, index)
+    assert direct[0, 0].tolist() == pytest.approx([1.0, 0.05, -3.75, -7.55, -8.5], abs=1e-5)
+    assert (direct[0] > 0).int().tolist() == [[1, 1, 0, 0, 0]] * 5
+    chain = frames.masks_to_crop(logits, index)
+    assert chain[0].int().tolist() == [[1, 0, 0, 0, 0]] * 5
+    # CPM composes the chain's mask and keeps the direct logits as confidence (official 286)
+    cams = torch.full((1, 1, 5, 5), 0.5)
+    valid = torch.ones(1, 5, 5, dtype=torch.bool)
+    lab = compose_cpm_labels(direct, cams, index, index, valid, 1, masks=chain)
+    assert lab[0].tolist() == [[0, 1, 1, 1, 1]] * 5
+    assert compose_cpm_labels(direct, cams, index, index, valid, 1)[0].tolist() == \
+        [[0, 0, 1, 1, 1]] * 5
+
+
+def test_cached_sam_output_chain_is_the_librarys_postprocess():
+    """Cached embeddings: the chain runs in the original frame (segment-anything's
+    Sam.postprocess_masks: cut the padding of the 1024-style input, resize) and the crop
+    takes it by nearest sampling; with an identity crop it is the library's mask."""
+    h0, w0, s = 30, 50, 64
+    in_h, in_w = 38, 64                              # long side 64, padded to 64 x 64
+    feats = ImageFeatures(embeddings=torch.zeros(1, 8, 4, 4),
+                          input_sizes=torch.tensor([[in_h, in_w]]),
+                          original_sizes=torch.tensor([[h0, w0]]), img_size=s)
+    torch.manual_seed(0)
+    logits = torch.randn(2, 16, 16) * 4
+    frames = CachedFrames([Geometry.identity(h0, w0)], feats, (h0, w0), ['x'])
+    got = frames.masks_to_crop(logits, torch.zeros(2, dtype=torch.long))
+    stub = SimpleNamespace(image_encoder=SimpleNamespace(img_size=s))
+    want = Sam.postprocess_masks(stub, logits[:, None], (in_h, in_w), (h0, w0))[:, 0] > 0
+    assert torch.equal(got, want) and 0.1 < want.float().mean() < 0.9
+    # and it is not the same as thresholding the directly resampled logits
+    direct = frames.logits_to_crop(logits, torch.zeros(2, dtype=torch.long)) > 0
+    assert (direct != want).any()
+
+
 @pytest.fixture(scope='module')
 def demo_caches(demo_root, tmp_path_factory):
     """Felzenszwalb SE maps and tiny-SAM embeddings of the demo training split."""
@@ -202,10 +274,9 @@ def test_refine_runs_fp32_inside_autocast(demo_caches):
     assert model.training
 
 
-def test_peaks_in_the_crop_padding_are_not_prompted(demo_caches):
-    cfg = demo_caches.copy()
-    _, samples = _batch(cfg, n=1)
-    cpm = _cached_cpm(cfg)
+def _padding_peak_case(cpm, samples, inputs=None):
+    """One class; CAM 0.3 with 0.9 at (64, 64) and the global max 1.0 at (5, 5) in the padded
+    top 20 rows. Returns the peaks CPM prompted and its targets."""
     cls = int(torch.nonzero(samples[0]['gt_label'])[0])
     labels = torch.zeros(1, 4)
     labels[0, cls] = 1.0                        # one prompt: this class only
@@ -224,9 +295,37 @@ def test_peaks_in_the_crop_padding_are_not_prompted(demo_caches):
         return out
 
     cpm.prompt_peaks = spy
-    cpm.refine(cams, labels, samples)
+    targets = cpm.refine(cams, labels, samples, inputs)
     (peaks,), = seen
+    return peaks, targets, cls
+
+
+def test_peaks_in_the_crop_padding_are_not_prompted(demo_caches):
+    cfg = demo_caches.copy()
+    _, samples = _batch(cfg, n=1)
+    peaks, targets, _ = _padding_peak_case(_cached_cpm(cfg), samples)
     assert peaks.tolist() == [[64, 64]]
+    assert (targets[0, :20] == 255).all() and (targets[0, 20:] != 255).all()
+
+
+def test_official_options_prompt_and_label_the_whole_crop(demo_caches):
+    """ignore_padding=False (official): a global maximum in the padding is prompted and padded
+    pixels get labels. The official peak rule thresholds the raw CAM at the plateau corner
+    that peak_local_max returns: the lone 0.9 pixel at (64, 64) becomes the plateau
+    (63..65, 63..65) whose corner (63, 63) has CAM 0.3 < tau, so only the global max remains."""
+    cfg = demo_caches.copy()
+    inputs, samples = _batch(cfg, n=1)
+    cpm_cfg = cfg.model.cpm.copy()
+    cpm_cfg.pop('type')
+    cpm_cfg.update(embedding_source='online', peak_rule='official',
+                   mask_chain='sam_postprocess', ignore_padding=False)
+    peaks, targets, cls = _padding_peak_case(CPM(**cpm_cfg), samples, inputs)
+    assert peaks.tolist() == [[5, 5]]
+    assert (targets != 255).all() and set(targets.unique().tolist()) <= {cls, 4}
+    with pytest.raises(ValueError, match='peak_rule'):
+        CPM(**dict(cpm_cfg, peak_rule='plateau'))
+    with pytest.raises(ValueError, match='mask_chain'):
+        CPM(**dict(cpm_cfg, mask_chain='upsampled'))
 
 
 @PROMPT_BACKENDS.register_module(name='reference_probe_for_tests', force=True)

@@ -90,6 +90,13 @@ def test_official_numbering_before_the_crop():
     results.pop('se_ids')
     sample = PackClsInputs()(results)['data_samples']
     assert sample['se_ids'] == 'crop' and sample['se_map'][0].tolist() == [1, 2, 2, 2]
+    # official (se + 1).astype(np.uint8): ids modulo 256 before numbering, so 256 joins
+    # "no segment" and 257 joins segment 1: (0, 1, 255, 256, 257, 300) -> (0, 1, 255, 0, 1, 44)
+    wide = np.array([[0, 1, 255, 256, 257, 300]], np.uint16)
+    out = RenumberSegmentsBeforeCrop(uint8_ids=True)(dict(se_map=wide))['se_map']
+    assert out[0].tolist() == [0, 1, 3, 0, 1, 2]
+    assert RenumberSegmentsBeforeCrop()(dict(se_map=wide))['se_map'][0].tolist() == \
+        [0, 1, 2, 3, 4, 5]
 
 
 def test_official_mode_with_gaps_single_segments_and_its_pipeline_check():

@@ -154,6 +154,21 @@ def test_batched_decode_equals_library_decoder(sam_backend):
             torch.testing.assert_close(pred.iou[n], iou[0], atol=1e-5, rtol=1e-4)
 
 
+def test_float64_points_reach_the_prompt_encoder_unrounded(sam_backend):
+    """CPM's points are peak x S / H in float64, as the official code passes them to SAM's
+    prompt encoder (which divides by the input size, then casts to float32)."""
+    backend = sam_backend
+    feats = features_for(backend, b=1)
+    xy = torch.tensor([[[37 * 256 / 96, 11 * 256 / 96], [81 * 256 / 96, 50 * 256 / 96]]],
+                      dtype=torch.float64)
+    batch = PromptBatch(points=xy, labels=torch.ones(1, 2, dtype=torch.long),
+                        image_index=torch.zeros(1, dtype=torch.long))
+    (coords, _), _, _ = batch.group_inputs(torch.tensor([0]))
+    assert coords.dtype == torch.float64 and torch.equal(coords, xy)
+    logits, _ = _library_decode(backend, feats.embeddings, (xy, torch.ones(1, 2)))
+    torch.testing.assert_close(backend(feats, batch).logits, logits, atol=1e-4, rtol=1e-4)
+
+
 def test_prompt_groups_follow_point_count_and_box():
     prompts = mixed_prompts()
     groups = prompts.groups()

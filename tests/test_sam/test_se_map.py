@@ -57,6 +57,27 @@ def test_highest_iou_on_top_matches_official_reversed_painting():
     np.testing.assert_array_equal(compose_se_map(masks, None, 'highest_iou_on_top'), expected)
 
 
+def test_first_on_top_is_the_official_map_when_the_list_is_not_iou_sorted():
+    """After crop layers or small-region clean-up the generator's list is no longer in IoU
+    order (here IoUs 0.7, 0.9, 0.8). The official loop paints reversed(masks) with ids i on a
+    -1 canvas, and the data loader adds 1: m2 -> 1 (fully covered by m0: a gap), m1 -> 2,
+    m0 -> 3. 'first_on_top' is exactly that map; 'highest_iou_on_top' puts m1 on top."""
+    masks, _ = _hand_masks()
+    iou = np.array([0.7, 0.9, 0.8], dtype=np.float32)
+    official = np.array([[3, 3, 3, 3, 2, 2],
+                         [3, 3, 3, 3, 2, 2],
+                         [0, 0, 2, 2, 2, 2],
+                         [0, 0, 2, 2, 2, 2]], dtype=np.uint16)
+    np.testing.assert_array_equal(compose_se_map(masks, iou, 'first_on_top'), official)
+    np.testing.assert_array_equal(compose_se_map(masks, None, 'first_on_top'), official)
+    assert paint_order(np.array([8, 16, 2]), iou, 'first_on_top').tolist() == [2, 1, 0]
+    by_iou = np.array([[1, 1, 3, 3, 3, 3],
+                       [1, 2, 3, 3, 3, 3],
+                       [0, 0, 3, 3, 3, 3],
+                       [0, 0, 3, 3, 3, 3]], dtype=np.uint16)
+    np.testing.assert_array_equal(compose_se_map(masks, iou, 'highest_iou_on_top'), by_iou)
+
+
 def test_highest_iou_on_top_sorts_by_iou():
     masks, _ = _hand_masks()
     se = compose_se_map(masks, np.array([0.5, 0.6, 0.9]), 'highest_iou_on_top')
@@ -176,7 +197,7 @@ def test_sam_providers_agree(tmp_path):
     sam = _structured_tiny_sam()
     image = _blob_image()
     common = dict(sam=sam, points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.0)
-    for overlap in ('smallest_on_top', 'highest_iou_on_top'):
+    for overlap in ('smallest_on_top', 'highest_iou_on_top', 'first_on_top'):
         ours = SE_PROVIDERS.build(dict(type='sam_amg', overlap=overlap, **common))
         ref = SE_PROVIDERS.build(dict(type='sam_amg_reference', overlap=overlap, **common))
         se, se_ref = ours(image), ref(image)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from s2c.datasets.transforms import (
     Normalize,
@@ -102,6 +103,32 @@ def test_resize_nearest_centre_convention():
     arr = np.arange(4)[None, :].repeat(2, 0)
     np.testing.assert_array_equal(resize_nearest(arr, 2, 8)[0], [0, 0, 1, 1, 2, 2, 3, 3])
     np.testing.assert_array_equal(resize_nearest(arr, 2, 2)[0], [1, 3])
+
+
+def test_resize_nearest_pil_convention():
+    """2 -> 7 pixels: output column 3 has source coordinate 3.5 * 2 / 7 = 1 exactly; the pixel
+    centre rule takes 1, PIL's fixed-point NEAREST (official SE-map resize) takes 0."""
+    arr = np.array([[10, 20]])
+    assert resize_nearest(arr, 1, 7)[0].tolist() == [10, 10, 10, 20, 20, 20, 20]
+    assert resize_nearest(arr, 1, 7, 'pil')[0].tolist() == [10, 10, 10, 10, 20, 20, 20]
+    with pytest.raises(ValueError, match='convention'):
+        resize_nearest(arr, 1, 7, 'cv2')
+    # equal to PIL itself on random label maps and sizes (uint16 SE maps, any trailing dims)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        h, w, oh, ow = (int(v) for v in rng.integers(5, 300, 4))
+        se = rng.integers(0, 60000, (h, w)).astype(np.uint16)
+        pil = np.asarray(Image.fromarray(se.astype(np.int32)).resize((ow, oh), Image.NEAREST))
+        np.testing.assert_array_equal(resize_nearest(se, oh, ow, 'pil'), pil)
+        assert resize_nearest(se[..., None], oh, ow, 'pil').shape == (oh, ow, 1)
+    # the training transform moves the SE map with the chosen convention
+    np.random.seed(0)
+    results = dict(img=np.zeros((2, 6, 3), np.uint8), se_map=np.array([[1, 2, 3, 4, 5, 6]] * 2),
+                   geometry=Geometry.identity(2, 6))
+    out = RandomRescaleLongSide(21, 21, map_resize='pil')(results)
+    pil = Image.fromarray(np.array([[1, 2, 3, 4, 5, 6]] * 2, np.int32)).resize((21, 7),
+                                                                               Image.NEAREST)
+    np.testing.assert_array_equal(out['se_map'], np.asarray(pil))
 
 
 def test_renumber_and_pack():

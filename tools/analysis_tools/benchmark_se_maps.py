@@ -13,6 +13,10 @@ the two SE maps, and bytes on disk of the uint16 PNG vs the official int64
 weights almost no mask passes the defaults, so ``zero`` exercises the
 post-processing). The two providers alternate which runs first per image.
 
+``--exact-decoder`` times ours with the library's decoder call order
+(``fast_decoder=False``: bit-identical masks) instead of the decoder that shares
+the image-side work across a point batch.
+
 Example (vit_b with random weights, CPU, 3 images)::
 
     python tools/analysis_tools/benchmark_se_maps.py --images data/VOCdevkit/VOC2012/JPEGImages \
@@ -60,6 +64,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument('--seed', type=int, default=0, help='seed of the random weights')
     p.add_argument('--settings', default='default,zero', help=f'subset of {list(SETTINGS)}')
     p.add_argument('--overlap', default='smallest_on_top')
+    p.add_argument('--exact-decoder', action='store_true',
+                   help="ours with the library's decoder order (se_maps.provider.fast_decoder"
+                        '=False) instead of the shared image-side decoder')
     p.add_argument('--json', default=None, help='also write per-image results here')
     return p.parse_args()
 
@@ -117,8 +124,9 @@ def main() -> None:
     torch.manual_seed(args.seed)
     model = build_sam(args.model_type, args.checkpoint, device=args.device)
     device = model.pixel_mean.device
+    fast = {'sam_amg': dict(fast_decoder=not args.exact_decoder), 'sam_amg_reference': {}}
     providers = {s: {m: SE_PROVIDERS.build(dict(type=m, sam=model, overlap=args.overlap,
-                                                 **SETTINGS[s])) for m in METHODS}
+                                                 **SETTINGS[s], **fast[m])) for m in METHODS}
                  for s in settings}
     # Warm-up (allocator, BLAS threads) on a small image with few points.
     for m in METHODS:
@@ -148,7 +156,8 @@ def main() -> None:
     weights = f'random weights, seed {args.seed}' if args.checkpoint is None else args.checkpoint
     print(f'\nSE maps, {args.model_type} ({weights})'
           f', device {device}, torch threads {torch.get_num_threads()}, {len(names)} images '
-          f'({", ".join(names)}), overlap {args.overlap}\n')
+          f'({", ".join(names)}), overlap {args.overlap}, '
+          f'{"exact" if args.exact_decoder else "fast"} decoder\n')
     print('| thresholds | images | ours s/img | library s/img | speed-up | ours peak MiB '
           '| library peak MiB | pixel agreement min / mean | segments ours / library '
           '| uint16 PNG / img | int64 .npy / img | smaller |')

@@ -8,7 +8,8 @@ sam = dict(model_type='vit_h', checkpoint='checkpoints/sam_vit_h_4b8939.pth', de
 # Segment-everything maps for SSC, cached by tools/cache_se_maps.py (uint16 PNG per image,
 # into the training dataset's se_map_dir). Provider parameters = segment-anything's
 # SamAutomaticMaskGenerator defaults (no crops).
-# overlap: 'smallest_on_top' (paper) or 'highest_iou_on_top' (official code).
+# overlap: 'smallest_on_top' (paper), 'highest_iou_on_top', or 'first_on_top' (official code:
+# the first mask the generator lists on top; equals 'highest_iou_on_top' without crop layers).
 se_maps = dict(
     provider=dict(type='sam_amg', points_per_side=32, pred_iou_thresh=0.88,
                   stability_score_thresh=0.95, stability_score_offset=1.0, box_nms_thresh=0.7,

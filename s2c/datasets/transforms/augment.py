@@ -10,6 +10,7 @@ both seeded by MMEngine per worker.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -25,25 +26,58 @@ PIXEL_MAP_KEYS = ('se_map', 'gt_seg')
 PAD_VALUES = {'se_map': 0, 'gt_seg': 255}
 
 
-def resize_nearest(arr: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest-neighbour resize that agrees with the pixel-centre convention.
+#: Nearest-neighbour conventions of :func:`resize_nearest`.
+NEAREST_CONVENTIONS = ('pixel_centre', 'pil')
 
-    Output pixel ``i`` takes input pixel ``floor((i + 0.5) * H_in / H_out)``,
-    the same mapping the :class:`Geometry` record describes (OpenCV's
-    ``INTER_NEAREST`` uses ``floor(i * H_in / H_out)`` instead).
+
+def resize_nearest(arr: np.ndarray, height: int, width: int,
+                   convention: str = 'pixel_centre') -> np.ndarray:
+    """Nearest-neighbour resize of a label map (any dtype, any trailing dims).
+
+    Conventions:
+
+    - ``'pixel_centre'`` (default): output pixel ``i`` takes input pixel
+      ``floor((i + 0.5) * H_in / H_out)``, the mapping the :class:`Geometry`
+      record describes (OpenCV's ``INTER_NEAREST`` uses ``floor(i * H_in / H_out)``).
+    - ``'pil'``: exactly PIL's ``Image.resize(..., NEAREST)`` (official
+      ``tools/imutils.py`` resizes SE maps with it). PIL evaluates the same
+      mapping in 16.16 fixed point, which rounds down at some exact-integer
+      source coordinates (e.g. 2 -> 7 pixels, output 3: ``3.5 * 2 / 7 = 1``,
+      PIL takes 0); about 0.25 % of the pixels of a random resize differ. The
+      indices are PIL's own (a 1-D index image resized by PIL; the mapping
+      is separable).
 
     Args:
         arr: ``(H_in, W_in, ...)`` array of any dtype.
         height: Output height.
         width: Output width.
+        convention: ``'pixel_centre'`` or ``'pil'``.
 
     Returns:
         np.ndarray: ``(height, width, ...)`` array of the same dtype.
+
+    Raises:
+        ValueError: For an unknown ``convention``.
     """
+    if convention not in NEAREST_CONVENTIONS:
+        raise ValueError(f'unknown nearest-neighbour convention {convention!r}; '
+                         f'choose one of {NEAREST_CONVENTIONS}')
     h_in, w_in = arr.shape[:2]
-    rows = np.minimum(((np.arange(height) + 0.5) * h_in / height).astype(np.int64), h_in - 1)
-    cols = np.minimum(((np.arange(width) + 0.5) * w_in / width).astype(np.int64), w_in - 1)
+    if convention == 'pil':
+        rows, cols = _pil_nearest_indices(h_in, height), _pil_nearest_indices(w_in, width)
+    else:
+        rows = np.minimum(((np.arange(height) + 0.5) * h_in / height).astype(np.int64), h_in - 1)
+        cols = np.minimum(((np.arange(width) + 0.5) * w_in / width).astype(np.int64), w_in - 1)
     return arr[rows[:, None], cols[None, :]]
+
+
+@lru_cache(maxsize=4096)
+def _pil_nearest_indices(size_in: int, size_out: int) -> np.ndarray:
+    """Source index of each of ``size_out`` pixels under PIL's NEAREST resize (read-only)."""
+    index = Image.fromarray(np.arange(size_in, dtype=np.int32)[None, :])
+    out = np.asarray(index.resize((int(size_out), 1), Image.NEAREST))[0].astype(np.int64)
+    out.flags.writeable = False
+    return out
 
 
 @TRANSFORMS.register_module()
@@ -51,17 +85,29 @@ class RandomRescaleLongSide:
     """Resize so that the long side is a random integer in ``[min_long, max_long]``.
 
     The short side is ``round(short * long_new / long)`` (official
-    ``imutils.random_resize``). Image: bicubic (PIL); maps: nearest.
+    ``imutils.random_resize``). Image: bicubic (PIL); maps: nearest
+    (:func:`resize_nearest`).
 
     Args:
         min_long: Smallest long side, pixels (S2C: 256).
         max_long: Largest long side, pixels, inclusive (S2C: 512).
+        map_resize: Nearest-neighbour convention of the per-pixel maps:
+            ``'pixel_centre'`` (default, consistent with the geometry record)
+            or ``'pil'`` (official: PIL's NEAREST).
+
+    Raises:
+        ValueError: ``min_long > max_long`` or an unknown ``map_resize``.
     """
 
-    def __init__(self, min_long: int = 256, max_long: int = 512) -> None:
+    def __init__(self, min_long: int = 256, max_long: int = 512,
+                 map_resize: str = 'pixel_centre') -> None:
         if min_long > max_long:
             raise ValueError(f'min_long {min_long} > max_long {max_long}')
+        if map_resize not in NEAREST_CONVENTIONS:
+            raise ValueError(f'map_resize must be one of {NEAREST_CONVENTIONS}, '
+                             f'got {map_resize!r}')
         self.min_long, self.max_long = int(min_long), int(max_long)
+        self.map_resize = map_resize
 
     def __call__(self, results: dict) -> dict:
         target = int(np.random.randint(self.min_long, self.max_long + 1))
@@ -74,13 +120,14 @@ class RandomRescaleLongSide:
         results['img'] = np.asarray(img)
         for key in PIXEL_MAP_KEYS:
             if key in results:
-                results[key] = resize_nearest(results[key], new_h, new_w)
+                results[key] = resize_nearest(results[key], new_h, new_w, self.map_resize)
         results['img_shape'] = (new_h, new_w)
         results['geometry'] = results['geometry'].rescale(new_h, new_w)
         return results
 
     def __repr__(self) -> str:
-        return f'{type(self).__name__}(min_long={self.min_long}, max_long={self.max_long})'
+        return (f'{type(self).__name__}(min_long={self.min_long}, max_long={self.max_long}, '
+                f'map_resize={self.map_resize!r})')
 
 
 @TRANSFORMS.register_module()

@@ -24,16 +24,29 @@ class RenumberSegmentsBeforeCrop:
 
     Required keys: ``se_map`` ``(H, W)`` integer. Modified: ``se_map`` (int64),
     added: ``se_ids = 'image'``.
+
+    Args:
+        uint8_ids: Also reproduce the official ``(se + 1).astype(np.uint8)``
+            (``voc12/data.py`` 254) before numbering: ids are taken modulo 256,
+            so with 256 or more masks, mask ``k`` and mask ``k + 256`` share a
+            segment and id 256 falls into "no segment". Exact with SE maps in
+            the official numbering (``se_maps.overlap='first_on_top'``).
+            Default False.
     """
+
+    def __init__(self, uint8_ids: bool = False) -> None:
+        self.uint8_ids = bool(uint8_ids)
 
     def __call__(self, results: dict) -> dict:
         se = results['se_map']
+        if self.uint8_ids:
+            se = se % 256
         results['se_map'] = np.searchsorted(np.unique(se), se).astype(np.int64)
         results['se_ids'] = 'image'
         return results
 
     def __repr__(self) -> str:
-        return f'{type(self).__name__}()'
+        return f'{type(self).__name__}(uint8_ids={self.uint8_ids})'
 
 
 @TRANSFORMS.register_module()

@@ -22,6 +22,10 @@ Embedding sources:
 - ``'online'`` (official): the crop is resized to ``S x S`` (non-uniformly, as
   the official code does) and encoded every step by the back-end.
 
+Official-code behaviours are options next to our defaults: ``peak_rule``
+(:mod:`s2c.cam.peaks`), ``mask_chain`` (SAM's output chain) and
+``ignore_padding`` (see the class arguments).
+
 Everything that can be wrong with the set-up is checked when the module is
 built (before iteration 1): the back-end type and its arguments, the
 selection policy against the back-end's ``output_names``, and for the cached
@@ -40,6 +44,7 @@ from torch import nn
 
 from s2c.caches.embedding_store import EmbeddingStore
 from s2c.cam.inference import S2C_SCALES, batch_multiscale_cams
+from s2c.cam.peaks import PEAK_RULES
 from s2c.registry import MODELS, PROMPT_BACKENDS
 from s2c.sam.backends import PromptBackend, check_policy, select_masks
 from s2c.structures import IGNORE_INDEX
@@ -50,6 +55,9 @@ from .labels import CONFIDENCE_MODES, compose_cpm_labels
 from .prompts import peak_prompts, points_to_prompts
 
 EMBEDDING_SOURCES = ('cached', 'online')
+#: How a prompt's mask reaches the crop: threshold the logits resampled into the
+#: crop (``'direct'``), or SAM's own output chain (``'sam_postprocess'``, official).
+MASK_CHAINS = ('direct', 'sam_postprocess')
 
 
 def build_backend(cfg: dict) -> PromptBackend:
@@ -93,6 +101,17 @@ class CPM(nn.Module):
         peak_threshold: tau (S2C: 0.5).
         min_distance: Minimum peak distance, crop pixels (S2C: 20).
         filter_size: Maximum-filter size of the peak finder (S2C: 3).
+        peak_rule: ``'snapped'`` (default: peaks at the CAM maxima, only the
+            global maximum's duplicates dropped) or ``'official'`` (the official
+            point lists); see :mod:`s2c.cam.peaks`.
+        mask_chain: ``'direct'`` (default: a mask is its logits resampled
+            bilinearly into the crop, ``> 0``) or ``'sam_postprocess'`` (official
+            ``model_s2c.py`` 281: ``Sam.postprocess_masks`` - upsample to the
+            ``S x S`` input, cut the padding, resize to the image - then ``> 0``).
+            The confidence is the logits resampled directly in both.
+        ignore_padding: Default True: padded crop pixels are ignored by
+            ``loss_cpm``, take no part in a mask's mean CAM and hold no peak.
+            False (official): the crop is used whole, padding included.
         selection: Mask selection policy (official: ``'index2'``).
         confidence: ``'logit_x_meancam'`` (official code, default) or
             ``'stability_x_meancam'`` (paper).
@@ -110,15 +129,20 @@ class CPM(nn.Module):
     def __init__(self, backend: dict, embedding_source: str = 'cached',
                  embedding_dir: str | None = None, scales: Sequence[float] = S2C_SCALES,
                  peak_threshold: float = 0.5, min_distance: int = 20, filter_size: int = 3,
-                 selection: str = 'index2', confidence: str = 'logit_x_meancam',
-                 start_epoch: int = 2, start_iter: int | None = None,
-                 loss_weight: float = 1.0) -> None:
+                 peak_rule: str = 'snapped', mask_chain: str = 'direct',
+                 ignore_padding: bool = True, selection: str = 'index2',
+                 confidence: str = 'logit_x_meancam', start_epoch: int = 2,
+                 start_iter: int | None = None, loss_weight: float = 1.0) -> None:
         super().__init__()
         if embedding_source not in EMBEDDING_SOURCES:
             raise ValueError(f'embedding_source must be one of {EMBEDDING_SOURCES}, '
                              f'got {embedding_source!r}')
         if confidence not in CONFIDENCE_MODES:
             raise ValueError(f'confidence must be one of {CONFIDENCE_MODES}, got {confidence!r}')
+        if peak_rule not in PEAK_RULES:
+            raise ValueError(f'peak_rule must be one of {PEAK_RULES}, got {peak_rule!r}')
+        if mask_chain not in MASK_CHAINS:
+            raise ValueError(f'mask_chain must be one of {MASK_CHAINS}, got {mask_chain!r}')
         if embedding_source == 'cached' and not embedding_dir:
             raise ValueError("embedding_source='cached' needs embedding_dir (build it with "
                              'tools/cache_sam_embeddings.py CONFIG)')
@@ -136,7 +160,9 @@ class CPM(nn.Module):
         self.embedding_dir = embedding_dir
         self.scales = tuple(scales)
         self.peak_kwargs = dict(threshold=peak_threshold, min_distance=min_distance,
-                                filter_size=filter_size)
+                                filter_size=filter_size, rule=peak_rule)
+        self.mask_chain = mask_chain
+        self.ignore_padding = bool(ignore_padding)
         self.selection = selection
         self.confidence = confidence
         self.start_epoch = start_epoch
@@ -218,9 +244,12 @@ class CPM(nn.Module):
                 inputs: torch.Tensor | None) -> torch.Tensor:
         b, c, h, w = cams.shape
         device = cams.device
-        valid = torch.stack([s['valid'] if 'valid' in s else torch.ones(h, w, dtype=torch.bool)
-                             for s in data_samples]).to(device)
-        # no peak in the crop's padding: it would map outside the image (and SAM's frame)
+        valid = torch.ones(b, h, w, dtype=torch.bool, device=device)
+        if self.ignore_padding:
+            for i, sample in enumerate(data_samples):
+                if 'valid' in sample:
+                    valid[i] = sample['valid'].to(device)
+        # no peak in ignored padding: it would map outside the image (and SAM's frame)
         cams_in_image = cams * valid[:, None]
         img_idx, cls_idx, peaks = self.prompt_peaks(cams_in_image, labels)
         if not peaks:
@@ -243,9 +272,13 @@ class CPM(nn.Module):
         pred = backend.decode(backend.prepare(features), prompts)
         logits, _ = select_masks(pred, self.selection)
         image_index = prompts.image_index.to(device)
-        logits = frames.logits_to_crop(logits.to(device), image_index)
-        return compose_cpm_labels(logits, cams, image_index, prompts.class_index.to(device),
-                                  valid, c, self.confidence)
+        logits = logits.to(device)
+        masks = None
+        if self.mask_chain == 'sam_postprocess':
+            masks = frames.masks_to_crop(logits, image_index)
+        return compose_cpm_labels(frames.logits_to_crop(logits, image_index), cams, image_index,
+                                  prompts.class_index.to(device), valid, c, self.confidence,
+                                  masks=masks)
 
     def prompt_peaks(self, cams: torch.Tensor, labels: torch.Tensor
                      ) -> tuple[list[int], list[int], list[np.ndarray]]:

@@ -25,7 +25,11 @@ integer peak indices scaled, no centre shift) and the low-res logits are
 resized bilinearly to ``(H, W)``.
 
 Both also map the crop's CAMs onto the embedding grid (PerSAM-style reference
-maps, :attr:`~s2c.structures.ImageFeatures.references`).
+maps, :attr:`~s2c.structures.ImageFeatures.references`), and offer SAM's own
+output chain for the masks (:meth:`CachedFrames.masks_to_crop`, official
+``model_s2c.py`` 281: ``Sam.postprocess_masks`` to the image the embedding
+belongs to, then ``> 0``) next to thresholding the logits resampled into the
+crop.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from s2c.sam.transforms import postprocess_logits
 from s2c.structures import Geometry, ImageFeatures
 from s2c.utils.normalization import denormalize_images
 
@@ -99,6 +104,27 @@ class CachedFrames:
         return F.grid_sample(logits[:, None], grid, mode='bilinear', padding_mode='border',
                              align_corners=False)[:, 0]
 
+    def masks_to_crop(self, logits: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
+        """SAM's output chain: ``(N, s, s)`` low-res logits -> ``(N, H, W)`` bool crop masks.
+
+        Each mask is made as SAM makes it for the original image
+        (:func:`~s2c.sam.transforms.postprocess_logits`, then ``> 0``) and
+        taken into the crop by nearest-neighbour sampling through the geometry
+        record (crop padding: False).
+        """
+        s = self.img_size
+        out = []
+        for n, bi in enumerate(image_index.tolist()):
+            in_h, in_w = self.input_sizes[bi]
+            ori_h, ori_w = self.original_sizes[bi]
+            mask = postprocess_logits(logits[n][None, None], (in_h, in_w), (ori_h, ori_w), s) > 0
+            grid = self.geometries[bi].sampling_grid(device=logits.device)
+            out.append(F.grid_sample(mask.float(), grid, mode='nearest', padding_mode='zeros',
+                                     align_corners=False)[0, 0] > 0.5)
+        if not out:
+            return torch.zeros((0, *self.crop_size), dtype=torch.bool, device=logits.device)
+        return torch.stack(out)
+
     def cams_to_grid(self, cams: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
         """``(B, C, H, W)`` crop CAMs -> ``(B, C, h, w)`` maps over the embedding grid.
 
@@ -140,13 +166,20 @@ class OnlineFrames:
     def sam_input(self, inputs: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` ImageNet-normalised crops -> ``(B, 3, S, S)`` RGB in [0, 255].
 
-        Official ``model_s2c.py``: de-normalise, resize to ``S x S`` (bilinear,
-        ``align_corners=True``) and round down to uint8 values.
+        The official bytes (``model_s2c.py`` 223-224): de-normalise with the
+        official arithmetic (:func:`~s2c.utils.normalization.denormalize_images`,
+        times 255 included), resize to ``S x S`` (bilinear, ``align_corners=True``),
+        then truncate to uint8 (values are clamped to [0, 255] first: the
+        official cast of a value a rounding error outside that range gives the
+        same byte).
+
+        Returns:
+            torch.Tensor: float32 tensor of integer values (uint8 range).
         """
         s = self.img_size
         rgb = F.interpolate(denormalize_images(inputs), size=(s, s), mode='bilinear',
                             align_corners=True)
-        return rgb.to(torch.uint8).float()
+        return rgb.clamp(0, 255).to(torch.uint8).float()
 
     def points(self, image_index: Sequence[int], peaks: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Crop pixels ``(P, 2)`` (row, col) -> ``(P, 2)`` ``(x, y) = (col S / W, row S / H)``."""
@@ -158,6 +191,11 @@ class OnlineFrames:
         """``(N, s, s)`` low-res logits -> ``(N, H, W)`` (bilinear resize of the whole square)."""
         return F.interpolate(logits[:, None], size=self.crop_size, mode='bilinear',
                              align_corners=False)[:, 0]
+
+    def masks_to_crop(self, logits: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
+        """SAM's output chain (official): upsample to ``S x S``, resize to the crop, ``> 0``."""
+        s = self.img_size
+        return postprocess_logits(logits[:, None], (s, s), self.crop_size, s)[:, 0] > 0
 
     def cams_to_grid(self, cams: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
         """``(B, C, H, W)`` crop CAMs -> ``(B, C, h, w)`` (the crop fills the square)."""

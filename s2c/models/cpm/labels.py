@@ -16,10 +16,12 @@ CONFIDENCE_MODES = ('logit_x_meancam', 'stability_x_meancam')
 
 def compose_cpm_labels(logits: torch.Tensor, cams: torch.Tensor, image_index: torch.Tensor,
                        class_index: torch.Tensor, valid: torch.Tensor, num_classes: int,
-                       confidence: str = 'logit_x_meancam') -> torch.Tensor:
+                       confidence: str = 'logit_x_meancam',
+                       masks: torch.Tensor | None = None) -> torch.Tensor:
     """CPM pseudo-labels from per-prompt mask logits in the crop frame.
 
-    A prompt's mask is ``logits > 0`` on the crop's non-padding pixels; its
+    A prompt's mask is ``logits > 0`` (or the given ``masks``) on the crop's
+    non-padding pixels; its
     confidence at a pixel is ``logit x mean CAM_c inside the mask`` (official
     code) or ``stability x mean CAM_c`` (paper), ``c`` the prompt's class. A
     pixel takes the class of highest confidence among the masks that cover it;
@@ -34,6 +36,9 @@ def compose_cpm_labels(logits: torch.Tensor, cams: torch.Tensor, image_index: to
         valid: ``(B, H, W)`` bool non-padding pixels.
         num_classes: ``C``.
         confidence: ``'logit_x_meancam'`` or ``'stability_x_meancam'``.
+        masks: Optional ``(N, H, W)`` bool masks made otherwise (e.g. SAM's
+            output chain, official ``model_s2c.py`` 281); default ``logits > 0``.
+            The confidence still comes from ``logits``.
 
     Returns:
         torch.Tensor: ``(B, H, W)`` long CPM target (:mod:`s2c.structures.label_spaces`):
@@ -45,7 +50,7 @@ def compose_cpm_labels(logits: torch.Tensor, cams: torch.Tensor, image_index: to
     if confidence not in CONFIDENCE_MODES:
         raise ValueError(f'confidence must be one of {CONFIDENCE_MODES}, got {confidence!r}')
     b, _, h, w = cams.shape
-    masks = (logits > 0) & valid[image_index]
+    masks = (logits > 0 if masks is None else masks) & valid[image_index]
     cam_of_prompt = cams[image_index, class_index]  # (N, H, W)
     area = masks.flatten(1).sum(1)
     mean_cam = (cam_of_prompt * masks).flatten(1).sum(1) / area.clamp(min=1)

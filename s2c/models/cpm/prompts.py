@@ -11,17 +11,18 @@ from s2c.structures import PromptBatch
 
 
 def peak_prompts(cams: torch.Tensor, labels: torch.Tensor, *, threshold: float = 0.5,
-                 min_distance: int = 20, filter_size: int = 3
+                 min_distance: int = 20, filter_size: int = 3, rule: str = 'snapped'
                  ) -> tuple[list[int], list[int], list[np.ndarray]]:
     """Peaks of every present class (CPM step 2, official ``model_s2c.py`` 230-256).
 
     Args:
         cams: ``(B, C, H, W)`` normalised CAMs in the crop frame (zero where the
-            crop is padding, so that no peak lies there).
+            crop is padding when no peak may lie there).
         labels: ``(B, C)`` multi-hot labels; a class with label > 0.5 gets a prompt.
         threshold: ``tau`` (S2C: 0.5).
         min_distance: Minimum peak distance, crop pixels (S2C: 20).
         filter_size: Maximum-filter size (S2C: 3).
+        rule: ``'snapped'`` or ``'official'`` (:data:`~s2c.cam.peaks.PEAK_RULES`).
 
     Returns:
         tuple: image index, 0-based class index and ``(P, 2)`` int64 ``(row, col)``
@@ -33,7 +34,7 @@ def peak_prompts(cams: torch.Tensor, labels: torch.Tensor, *, threshold: float =
         img_idx.append(bi)
         cls_idx.append(ci)
         peaks.append(find_peaks(cams_np[bi, ci], threshold=threshold, min_distance=min_distance,
-                                filter_size=filter_size))
+                                filter_size=filter_size, rule=rule))
     return img_idx, cls_idx, peaks
 
 
@@ -42,7 +43,9 @@ def points_to_prompts(points: Sequence[np.ndarray], image_index: Sequence[int],
     """One prompt of positive points per entry (all peaks of a class form ONE prompt).
 
     Args:
-        points: ``(P_n, 2)`` ``(x, y)`` SAM input-frame points of each prompt.
+        points: ``(P_n, 2)`` ``(x, y)`` SAM input-frame points of each prompt;
+            kept in float64 (the official code passes float64 points to SAM's
+            prompt encoder, which divides by the input size before its float32 cast).
         image_index: Image of each prompt.
         class_index: 0-based class of each prompt.
 
@@ -51,10 +54,10 @@ def points_to_prompts(points: Sequence[np.ndarray], image_index: Sequence[int],
     """
     n = len(points)
     num_pts = max(len(p) for p in points)
-    pts = torch.zeros(n, num_pts, 2)
+    pts = torch.zeros(n, num_pts, 2, dtype=torch.float64)
     lab = torch.full((n, num_pts), -1, dtype=torch.long)
     for i, p in enumerate(points):
-        pts[i, :len(p)] = torch.as_tensor(p, dtype=torch.float32)
+        pts[i, :len(p)] = torch.as_tensor(p, dtype=torch.float64)
         lab[i, :len(p)] = 1
     return PromptBatch(points=pts, labels=lab, image_index=torch.as_tensor(image_index),
                        class_index=torch.as_tensor(class_index))
