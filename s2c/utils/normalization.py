@@ -17,10 +17,16 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def normalize_image(img: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
-    """``(H, W, 3)`` uint8 RGB in [0, 255] -> ``(H, W, 3)`` float32 ``(img / 255 - mean) / std``."""
-    mean = np.asarray(mean, dtype=np.float32)
-    std = np.asarray(std, dtype=np.float32)
-    return (img.astype(np.float32) / 255.0 - mean) / std
+    """``(H, W, 3)`` uint8 RGB in [0, 255] -> ``(H, W, 3)`` float32 ``(img / 255 - mean) / std``.
+
+    Computed in float64 with the constants as Python doubles and rounded to
+    float32 once, as the official ``tools/imutils.py`` ``normalize`` does (in
+    float32 arithmetic most values would differ in the last bit, and some
+    bytes that CPM's online mode makes from them by one grey level).
+    """
+    mean = np.asarray(mean, dtype=np.float64)
+    std = np.asarray(std, dtype=np.float64)
+    return ((img / 255.0 - mean) / std).astype(np.float32)
 
 
 def denormalize_images(x: torch.Tensor) -> torch.Tensor:

@@ -125,27 +125,43 @@ def test_online_frames_follow_the_official_code():
 
 
 def test_online_sam_input_is_the_official_bytes():
-    """Official: de-normalise with Normalize(mean=-m/s, std=1/s) (float32), x 255, resize with
-    align_corners=True, truncate to uint8. Some values land a hair below their integer and lose
-    a grey level: red (1, 2, 3, 7) -> (0, 2, 2, 7), green (120, 150, 151, 169) -> (119, 149,
-    151, 168), blue (2, 3, 4, 5) -> (1, 2, 4, 4). De-normalising as x * s + m instead gives
-    (0, 1, 2, 6), (120, 150, 151, 169) and (1, 2, 3, 4)."""
+    """Official chain: normalise in float64 ((v / 255. - m) / s, stored as float32), de-normalise
+    with Normalize(mean=-m/s, std=1/s) in float32, x 255, resize with align_corners=True,
+    truncate to uint8. Some values land a hair below their integer and lose a grey level:
+    red (1, 3, 6, 8) -> (0, 2, 6, 8), green (75, 130, 150, 169) -> (74, 129, 149, 168), blue
+    (2, 33, 34, 5) -> (1, 32, 33, 4). Normalising in float32 arithmetic instead gives red
+    (0, 2, 5, 7) and green (75, 130, 150, 169): other bytes."""
     img = np.zeros((1, 4, 3), np.uint8)
-    img[0, :, 0] = [1, 2, 3, 7]
-    img[0, :, 1] = [120, 150, 151, 169]
-    img[0, :, 2] = [2, 3, 4, 5]
+    img[0, :, 0] = [1, 3, 6, 8]
+    img[0, :, 1] = [75, 130, 150, 169]
+    img[0, :, 2] = [2, 33, 34, 5]
     x = torch.from_numpy(normalize_image(img)).permute(2, 0, 1)[None]
     rgb = OnlineFrames((1, 4), 4).sam_input(x)      # 1 x 4 -> 4 x 4: every row the same
-    assert rgb[0, :, 0].tolist() == [[0, 2, 2, 7], [119, 149, 151, 168], [1, 2, 4, 4]]
+    assert rgb[0, :, 0].tolist() == [[0, 2, 6, 8], [74, 129, 149, 168], [1, 32, 33, 4]]
     assert (rgb == rgb[:, :, :1]).all()
-    # equal to torchvision's Normalize (the official denorm) on random crops with a resize
+    # equal to torchvision's Normalize with the official Python-double constants, on random
+    # crops with a resize
     x = torch.randn(2, 3, 24, 40)
-    mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
-    official = torch.stack([tvt.Normalize(mean=(-mean / std).tolist(), std=(1 / std).tolist())(
-        im) for im in x]) * 255
+    denorm = tvt.Normalize(mean=[-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)],
+                           std=[1 / s for s in IMAGENET_STD])
+    official = torch.stack([denorm(im) for im in x]) * 255
     official = F.interpolate(official, (64, 64), mode='bilinear', align_corners=True)
     got = OnlineFrames((24, 40), 64).sam_input(x)
     assert torch.equal(got, official.clamp(0, 255).to(torch.uint8).float())
+
+
+def test_normalisation_is_the_official_float64_arithmetic():
+    """Every uint8 value of every channel: (v / 255. - m) / s in double precision, rounded to
+    float32 once (official tools/imutils.py normalize). Float32 arithmetic would change 491
+    of these 768 values in the last bit."""
+    v = np.arange(256, dtype=np.uint8)
+    got = normalize_image(np.stack([v, v, v], -1)[None])[0]
+    for c, (m, s) in enumerate(zip(IMAGENET_MEAN, IMAGENET_STD)):
+        want = np.array([(float(k) / 255.0 - m) / s for k in range(256)]).astype(np.float32)
+        np.testing.assert_array_equal(got[:, c], want)
+    in_float32 = (v[:, None].astype(np.float32) / np.float32(255) - np.float32(IMAGENET_MEAN)) \
+        / np.float32(IMAGENET_STD)
+    assert (in_float32 != got).sum() == 491
 
 
 def test_sam_output_chain_differs_from_thresholding_the_resized_logits():

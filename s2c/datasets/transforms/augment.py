@@ -40,12 +40,13 @@ def resize_nearest(arr: np.ndarray, height: int, width: int,
       ``floor((i + 0.5) * H_in / H_out)``, the mapping the :class:`Geometry`
       record describes (OpenCV's ``INTER_NEAREST`` uses ``floor(i * H_in / H_out)``).
     - ``'pil'``: exactly PIL's ``Image.resize(..., NEAREST)`` (official
-      ``tools/imutils.py`` resizes SE maps with it). PIL evaluates the same
-      mapping in 16.16 fixed point, which rounds down at some exact-integer
-      source coordinates (e.g. 2 -> 7 pixels, output 3: ``3.5 * 2 / 7 = 1``,
-      PIL takes 0); about 0.25 % of the pixels of a random resize differ. The
-      indices are PIL's own (a 1-D index image resized by PIL; the mapping
-      is separable).
+      ``tools/imutils.py`` resizes SE maps with it). PIL accumulates the same
+      source coordinate as a running sum (``a / 2``, then ``+ a`` per pixel,
+      ``a = H_in / H_out``), which lands just below some exact integers and is
+      truncated (e.g. 2 -> 7 pixels, output 3: ``3.5 * 2 / 7 = 1``, PIL takes
+      0); a few tenths of a percent of the pixels of a random resize differ.
+      The indices are PIL's own (a 1-D index image resized by PIL; the
+      mapping is separable).
 
     Args:
         arr: ``(H_in, W_in, ...)`` array of any dtype.
@@ -197,15 +198,15 @@ class Normalize:
 
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD) -> None:
-        self.mean = np.asarray(mean, dtype=np.float32)
-        self.std = np.asarray(std, dtype=np.float32)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(v) for v in std)
 
     def __call__(self, results: dict) -> dict:
         results['img'] = normalize_image(results['img'], self.mean, self.std)
         return results
 
     def __repr__(self) -> str:
-        return f'{type(self).__name__}(mean={self.mean.tolist()}, std={self.std.tolist()})'
+        return f'{type(self).__name__}(mean={list(self.mean)}, std={list(self.std)})'
 
 
 @TRANSFORMS.register_module()

@@ -52,8 +52,10 @@ def compose_cpm_labels(logits: torch.Tensor, cams: torch.Tensor, image_index: to
     b, _, h, w = cams.shape
     masks = (logits > 0 if masks is None else masks) & valid[image_index]
     cam_of_prompt = cams[image_index, class_index]  # (N, H, W)
-    area = masks.flatten(1).sum(1)
-    mean_cam = (cam_of_prompt * masks).flatten(1).sum(1) / area.clamp(min=1)
+    # mean over the mask's pixels, reduced as the official cam[mask].mean() (bit-equal sums);
+    # an empty mask gives NaN and covers no pixel, so it never reaches the label
+    mean_cam = torch.stack([cam[m].mean() for cam, m in zip(cam_of_prompt, masks)]) \
+        if len(masks) else cams.new_zeros(0)
     if confidence == 'logit_x_meancam':
         conf = logits * mean_cam[:, None, None]
     else:  # an empty mask (NaN stability) covers no pixel: its confidence is never used
