@@ -2,7 +2,11 @@
 
 The models are assembled from segment-anything's own modules
 (``segment_anything.modeling``), so official checkpoints load key for key:
-``image_encoder.*``, ``prompt_encoder.*``, ``mask_decoder.*``. Architecture
+``image_encoder.*``, ``prompt_encoder.*``, ``mask_decoder.*``. SAM variants whose
+checkpoints hold the whole SAM plus their own decoder parts (:data:`SAM_VARIANTS`:
+HQ-SAM's 25 extra ``mask_decoder.*`` tensors) are built with their decoder
+(:class:`~s2c.sam.decoders.MaskDecoderHQ`) and loaded just as strictly, so a
+vanilla SAM file given for HQ-SAM is an error naming the missing keys. Architecture
 facts (embedding widths, depths, heads, global-attention blocks, window 14,
 patch 16, decoder width 256 / MLP 2048 / 8 heads) are those of
 ``segment_anything/build_sam.py`` (PyPI segment-anything 1.0).
@@ -32,9 +36,15 @@ from s2c.utils.checkpoint import load_state_dict_strict, read_state_dict
 from s2c.utils.device import resolve_device
 from s2c.utils.hashing import remembered_digest, state_dict_sha256
 
+from .decoders import MaskDecoderHQ
 from .transforms import PIXEL_MEAN, PIXEL_STD
 
 SAM_MODEL_TYPES = ('vit_b', 'vit_l', 'vit_h', 'tiny')
+#: Model families with their own checkpoints: vanilla SAM and HQ-SAM (SysCV/sam-hq).
+SAM_VARIANTS = ('sam', 'hq_sam')
+#: Official checkpoint names, for messages.
+_CHECKPOINT_NAMES = {'sam': 'sam_vit_h_4b8939.pth from the segment-anything release',
+                     'hq_sam': 'sam_hq_vit_h.pth from the SysCV/sam-hq release'}
 
 #: Encoder hyper-parameters per model type. ``tiny`` is a test/demo model (random
 #: weights only): 2 ViT blocks (block 0 global, block 1 windowed), 256 px input,
@@ -77,8 +87,15 @@ def encoder_embed_dim(model_type: str) -> int:
     return int(_check_model_type(model_type)['embed_dim'])
 
 
-def _build_modules(model_type: str) -> Sam:
+def _check_variant(variant: str) -> str:
+    if variant not in SAM_VARIANTS:
+        raise ValueError(f'unknown SAM variant {variant!r}; choose one of {SAM_VARIANTS}')
+    return variant
+
+
+def _build_modules(model_type: str, variant: str = 'sam') -> Sam:
     spec = _check_model_type(model_type)
+    _check_variant(variant)
     img_size = spec['img_size']
     embedding_size = img_size // PATCH_SIZE
     image_encoder = ImageEncoderViT(
@@ -101,7 +118,7 @@ def _build_modules(model_type: str) -> Sam:
         input_image_size=(img_size, img_size),
         mask_in_chans=16,
     )
-    mask_decoder = MaskDecoder(
+    decoder_args = dict(
         num_multimask_outputs=3,
         transformer=TwoWayTransformer(depth=2, embedding_dim=PROMPT_EMBED_DIM, mlp_dim=2048,
                                       num_heads=8),
@@ -109,12 +126,16 @@ def _build_modules(model_type: str) -> Sam:
         iou_head_depth=3,
         iou_head_hidden_dim=256,
     )
+    if variant == 'hq_sam':
+        mask_decoder = MaskDecoderHQ(vit_dim=spec['embed_dim'], **decoder_args)
+    else:
+        mask_decoder = MaskDecoder(**decoder_args)
     return Sam(image_encoder=image_encoder, prompt_encoder=prompt_encoder,
                mask_decoder=mask_decoder, pixel_mean=list(PIXEL_MEAN), pixel_std=list(PIXEL_STD))
 
 
 def load_sam_checkpoint(model: Sam, checkpoint: str, *, strict: bool = True,
-                        model_type: str = '?') -> None:
+                        model_type: str = '?', variant: str = 'sam') -> None:
     """Load an official SAM checkpoint into ``model`` (in place), strictly by default.
 
     Args:
@@ -124,6 +145,7 @@ def load_sam_checkpoint(model: Sam, checkpoint: str, *, strict: bool = True,
         strict: When True, any missing or unexpected key is an error. When
             False they are logged as a warning and the rest is loaded.
         model_type: Only used in messages.
+        variant: Only used in messages.
 
     Raises:
         FileNotFoundError: When the file does not exist (says where to get it).
@@ -133,18 +155,18 @@ def load_sam_checkpoint(model: Sam, checkpoint: str, *, strict: bool = True,
     """
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(
-            f'SAM checkpoint {checkpoint} does not exist; download it (e.g. '
-            'sam_vit_h_4b8939.pth from the segment-anything release) or fix the checkpoint '
+            f'{variant} checkpoint {checkpoint} does not exist; download it (e.g. '
+            f'{_CHECKPOINT_NAMES.get(variant, "the official release")}) or fix the checkpoint '
             'path in the config.')
-    state = read_state_dict(checkpoint, 'SAM checkpoint')
+    state = read_state_dict(checkpoint, f'{variant} checkpoint')
     load_state_dict_strict(model, state, checkpoint, strict=strict,
-                           hint=f'Is it a {model_type} SAM checkpoint? Check model_type against '
-                           'the file, or re-download it.')
+                           hint=f'Is it a {model_type} {variant} checkpoint? Check model_type and '
+                           'the back-end type against the file, or re-download it.')
 
 
 def build_sam(model_type: str, checkpoint: str | None = None, *,
               device: str | torch.device | None = 'auto', strict: bool = True,
-              seed: int | None = None) -> Sam:
+              seed: int | None = None, variant: str = 'sam') -> Sam:
     """Build a SAM from segment-anything's modules and (optionally) load weights.
 
     Model types: ``vit_b``, ``vit_l``, ``vit_h`` (official architectures,
@@ -166,6 +188,8 @@ def build_sam(model_type: str, checkpoint: str | None = None, *,
             With a checkpoint or a seed, the global RNG streams (CPU and CUDA) are
             left as they were, so building SAM inside a model does not change the
             model's own initialisation.
+        variant: ``'sam'`` or ``'hq_sam'`` (:data:`SAM_VARIANTS`): which decoder
+            is built and which checkpoint is expected.
 
     Returns:
         Sam: The model in eval mode on ``device``, with ``requires_grad`` left
@@ -173,19 +197,20 @@ def build_sam(model_type: str, checkpoint: str | None = None, *,
         ``s2c_model_type`` and ``s2c_checkpoint`` record what was built.
 
     Raises:
-        ValueError: Unknown ``model_type``, or a checkpoint of the wrong shapes.
+        ValueError: Unknown ``model_type`` or ``variant``, or a checkpoint of the wrong shapes.
         FileNotFoundError / RuntimeError / KeyError: See :func:`load_sam_checkpoint`.
     """
     if checkpoint is None and seed is None:
-        model = _build_modules(model_type)
+        model = _build_modules(model_type, variant)
     else:  # leave the caller's RNG streams (CPU and CUDA) exactly as they were
         cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=cuda):
             if checkpoint is None:
                 torch.manual_seed(seed)
-            model = _build_modules(model_type)
+            model = _build_modules(model_type, variant)
     if checkpoint is not None:
-        load_sam_checkpoint(model, checkpoint, strict=strict, model_type=model_type)
+        load_sam_checkpoint(model, checkpoint, strict=strict, model_type=model_type,
+                            variant=variant)
     model.s2c_model_type = model_type
     model.s2c_checkpoint = None if checkpoint is None else osp.abspath(checkpoint)
     return model.to(resolve_device(device)).eval()

@@ -73,6 +73,36 @@ def test_ten_iterations_with_all_three_losses(demo_root, tmp_path):
     assert 0 <= runner.message_hub.get_scalar('val/cam/mIoU').current() <= 100
 
 
+#: Every registered prompt back-end and the selection policy CPM uses with it.
+BACKEND_POLICIES = {'sam': 'index2', 'hq_sam': 'hq_official'}
+
+
+def test_every_registered_backend_is_trained_below():
+    from s2c.registry import PROMPT_BACKENDS
+    PROMPT_BACKENDS.import_from_location()
+    ours = {name for name, cls in PROMPT_BACKENDS.module_dict.items()
+            if cls.__module__.startswith('s2c.')}
+    assert ours == set(BACKEND_POLICIES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('backend', sorted(BACKEND_POLICIES))
+def test_five_cpm_iterations_with_each_backend(demo_root, tmp_path, backend):
+    """Each back-end (tiny, random) behind CPM for 5 iterations; the embedding cache carries
+    the early ViT block so that HQ-SAM finds it."""
+    options = dict(FAST, **{'train_cfg.max_epochs': 1, 'train_cfg.val_interval': 1,
+                            'param_scheduler.0.end': 1, 'model.cpm.start_epoch': 0,
+                            'model.cpm.backend.type': backend,
+                            'model.cpm.selection': BACKEND_POLICIES[backend],
+                            'sam_embeddings.early_features': True, **_cache_dirs(tmp_path)})
+    cfg = build_train_config(S2C_DEMO, work_dir=str(tmp_path), data_root=demo_root,
+                             cfg_options=options)
+    _build_caches(cfg)
+    runner = train(cfg)
+    history = runner.message_hub.get_scalar('train/loss_cpm').data[0]
+    assert len(history) == 5 and np.isfinite(history).all() and (history > 0).all()
+
+
 @pytest.mark.slow
 def test_cpm_waits_for_its_start_epoch(demo_root, tmp_path):
     cfg = _two_epoch_s2c_demo(demo_root, tmp_path, cpm_start_epoch=1)

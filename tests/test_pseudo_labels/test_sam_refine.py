@@ -62,9 +62,11 @@ class OracleBackend(PromptBackend):
 
 @pytest.fixture(scope='module')
 def tiny_embeddings(voc_samples_root, tmp_path_factory):
+    """Tiny-SAM embeddings (with the early ViT block, for HQ-SAM) of the VOC val samples."""
     cfg = Config.fromfile(osp.join(REPO, 'configs/demo',
                                    's2c_resnet38d-w0.125_1xb8-12e_demo-128x128.py'))
     set_data_root(cfg, voc_samples_root)
+    cfg.sam_embeddings = dict(early_features=True)
     out = str(tmp_path_factory.mktemp('emb'))
     names = read_split(osp.join(voc_samples_root, 'ImageSets/Segmentation/val.txt'))
     assert run_embedding_job(cfg, out=out, names=names, progress=False, num_workers=0).ok
@@ -108,13 +110,19 @@ def test_sam_method_through_the_job(voc_samples_root, tiny_embeddings, tmp_path)
             cams[i][gt == k + 1] += 0.7
         save_cams(str(cam_dir / f'{name}.npz'), keys, cams)
     assert load_cams(str(cam_dir / f'{names[0]}.npz'))[1].max() <= 1.0
-    cpm = dict(backend=dict(type='sam', model_type='tiny', checkpoint=None), embedding_dir=emb_dir)
-    summary = make_pseudo_labels(str(cam_dir), str(tmp_path / 'pl'), names, 'sam', cpm=cpm,
-                                 device='cpu', progress=False)
-    assert summary.ok, summary.format()
-    assert len(summary.done) == len(names)
-    label = load_label_png(str(tmp_path / 'pl' / f'{names[0]}.png'))
-    assert label.shape == (513, 513)
+    for backend, selection in (('sam', 'index2'), ('hq_sam', 'hq_official')):
+        cpm = dict(backend=dict(type=backend, model_type='tiny', checkpoint=None),
+                   embedding_dir=emb_dir, selection=selection)
+        out = tmp_path / f'pl_{backend}'
+        summary = make_pseudo_labels(str(cam_dir), str(out), names, 'sam', cpm=cpm,
+                                     device='cpu', progress=False)
+        assert summary.ok, summary.format()
+        assert len(summary.done) == len(names)
+        label = load_label_png(str(out / f'{names[0]}.png'))
+        gt = load_label_png(osp.join(voc_samples_root, 'SegmentationClass', names[0] + '.png'))
+        assert label.shape == (513, 513)
+        # only the image's classes (and background / ignore) appear
+        assert set(np.unique(label).tolist()) <= set(np.unique(gt).tolist()) | {0, 255}
 
 
 def test_sam_method_is_checked_before_the_first_image(tiny_embeddings, tmp_path):

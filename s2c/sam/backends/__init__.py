@@ -1,10 +1,17 @@
 """Registered prompt back-ends (``PROMPT_BACKENDS``), their interface and the
 mask-selection policies."""
 from .base import REQUIREMENTS, PromptBackend
+from .hq_sam import HQSamPromptBackend
 from .sam import SamPromptBackend
-from .selection import SAM_OUTPUT_NAMES, SELECTION_POLICIES, check_policy, select_masks
+from .selection import (
+    HQ_OUTPUT_NAMES,
+    SAM_OUTPUT_NAMES,
+    SELECTION_POLICIES,
+    check_policy,
+    select_masks,
+)
 
 __all__ = [
-    'REQUIREMENTS', 'PromptBackend', 'SamPromptBackend', 'SAM_OUTPUT_NAMES',
-    'SELECTION_POLICIES', 'check_policy', 'select_masks'
+    'REQUIREMENTS', 'PromptBackend', 'SamPromptBackend', 'HQSamPromptBackend',
+    'SAM_OUTPUT_NAMES', 'HQ_OUTPUT_NAMES', 'SELECTION_POLICIES', 'check_policy', 'select_masks'
 ]

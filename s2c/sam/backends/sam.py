@@ -46,11 +46,14 @@ class SamPromptBackend(PromptBackend):
             mismatching checkpoint (see :func:`s2c.sam.build.build_sam`).
     """
 
+    #: Which checkpoint family :func:`~s2c.sam.build.build_sam` builds and loads.
+    sam_variant = 'sam'
+
     def __init__(self, model_type: str = 'vit_h', checkpoint: str | None = None, *,
                  device: str = 'auto', with_image_encoder: bool = False, seed: int = 0,
                  encode_batch_size: int = 2, autocast_dtype: str | None = None) -> None:
         super().__init__()
-        sam = build_sam(model_type, checkpoint, device='cpu', seed=seed)
+        sam = build_sam(model_type, checkpoint, device='cpu', seed=seed, variant=self.sam_variant)
         self.model_type = model_type
         self.output_names = SAM_OUTPUT_NAMES
         self.requires = frozenset()
@@ -95,7 +98,7 @@ class SamPromptBackend(PromptBackend):
         n = len(prompts)
         side = emb.shape[-1] * 4
         logits = torch.empty(n, len(self.output_names), side, side, device=self.device)
-        iou = torch.empty(n, len(self.output_names), device=self.device)
+        iou = torch.full((n, len(self.output_names)), float('nan'), device=self.device)
         image_pe = self.prompt_encoder.get_dense_pe()
         for rows in prompts.groups():
             points, boxes, masks = prompts.group_inputs(rows)
@@ -107,9 +110,21 @@ class SamPromptBackend(PromptBackend):
             if sparse.shape[0] != len(rows):  # a prompt with no point, box nor mask
                 sparse = sparse.expand(len(rows), -1, -1)
                 dense = dense.expand(len(rows), -1, -1, -1)
-            out, scores = decode_batched(self.mask_decoder, emb, image_pe, sparse, dense,
-                                         prompts.image_index[rows].to(self.device))
+            out, scores = self.decode_group(prepared, image_pe, sparse, dense,
+                                            prompts.image_index[rows].to(self.device))
             rows = rows.to(self.device)
             logits[rows] = out.float()  # fp16/bf16 under autocast
-            iou[rows] = scores.float()
+            iou[rows, :scores.shape[1]] = scores.float()
         return MaskPrediction(logits=logits, iou=iou, names=self.output_names)
+
+    def decode_group(self, prepared: PreparedFeatures, image_pe: torch.Tensor,
+                     sparse: torch.Tensor, dense: torch.Tensor,
+                     image_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode one group of prompts with equal token count.
+
+        Returns:
+            tuple: ``(n, M, s, s)`` logits of every output and ``(n, K)`` IoUs of
+            the first ``K <= M`` outputs (the rest have no predicted IoU: NaN).
+        """
+        emb = prepared.features.embeddings
+        return decode_batched(self.mask_decoder, emb, image_pe, sparse, dense, image_index)

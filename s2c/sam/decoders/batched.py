@@ -14,6 +14,31 @@ from segment_anything.modeling import MaskDecoder
 from .mask_heads import predict_iou, predict_mask_logits
 
 
+def two_way_batched(decoder: MaskDecoder, image_embeddings: torch.Tensor,
+                    image_pe: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor,
+                    image_index: torch.Tensor, output_tokens: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two-way transformer for ``N`` prompts, each paired with its own image.
+
+    Args:
+        decoder: SAM's mask decoder (or a variant's).
+        image_embeddings: ``(B, C, h, w)`` image embeddings.
+        image_pe: ``(1, C, h, w)`` dense positional encoding.
+        sparse: ``(N, T, C)`` sparse prompt embeddings.
+        dense: ``(N, C, h, w)`` dense prompt embeddings.
+        image_index: ``(N,)`` long: image of each prompt.
+        output_tokens: ``(K, C)`` output tokens put before the prompt tokens
+            (SAM: the IoU token and the 4 mask tokens).
+
+    Returns:
+        tuple: ``(N, K + T, C)`` output tokens and ``(N, h*w, C)`` image tokens.
+    """
+    n = sparse.shape[0]
+    tokens = torch.cat([output_tokens[None].expand(n, -1, -1), sparse], dim=1)
+    src = image_embeddings[image_index] + dense
+    return decoder.transformer(src, image_pe.expand(n, -1, -1, -1), tokens)
+
+
 def decode_batched(decoder: MaskDecoder, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
                    sparse: torch.Tensor, dense: torch.Tensor,
                    image_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,11 +56,8 @@ def decode_batched(decoder: MaskDecoder, image_embeddings: torch.Tensor, image_p
         tuple: ``(N, 4, 4h, 4w)`` low-res logits (index 0 single-mask output,
         1-3 multimask outputs) and ``(N, 4)`` predicted IoUs.
     """
-    n = sparse.shape[0]
     tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
-    tokens = torch.cat([tokens[None].expand(n, -1, -1), sparse], dim=1)
-    src = image_embeddings[image_index] + dense
-    pos = image_pe.expand(n, -1, -1, -1)
-    hs, keys = decoder.transformer(src, pos, tokens)
-    logits = predict_mask_logits(decoder, hs, keys, tuple(src.shape[-2:]))
+    hs, keys = two_way_batched(decoder, image_embeddings, image_pe, sparse, dense, image_index,
+                               tokens)
+    logits = predict_mask_logits(decoder, hs, keys, tuple(image_embeddings.shape[-2:]))
     return logits, predict_iou(decoder, hs)
