@@ -4,9 +4,10 @@ The models are assembled from segment-anything's own modules
 (``segment_anything.modeling``), so official checkpoints load key for key:
 ``image_encoder.*``, ``prompt_encoder.*``, ``mask_decoder.*``. SAM variants whose
 checkpoints hold the whole SAM plus their own decoder parts (:data:`SAM_VARIANTS`:
-HQ-SAM's 25 extra ``mask_decoder.*`` tensors) are built with their decoder
-(:class:`~s2c.sam.decoders.MaskDecoderHQ`) and loaded just as strictly, so a
-vanilla SAM file given for HQ-SAM is an error naming the missing keys. Architecture
+HQ-SAM's 25 and RobustSAM's 89 extra ``mask_decoder.*`` tensors) are built with
+their decoder (:class:`~s2c.sam.decoders.MaskDecoderHQ`,
+:class:`~s2c.sam.decoders.MaskDecoderRobust`) and loaded just as strictly, so a
+vanilla SAM file given for a variant is an error naming the missing keys. Architecture
 facts (embedding widths, depths, heads, global-attention blocks, window 14,
 patch 16, decoder width 256 / MLP 2048 / 8 heads) are those of
 ``segment_anything/build_sam.py`` (PyPI segment-anything 1.0).
@@ -36,15 +37,19 @@ from s2c.utils.checkpoint import load_state_dict_strict, read_state_dict
 from s2c.utils.device import resolve_device
 from s2c.utils.hashing import remembered_digest, state_dict_sha256
 
-from .decoders import MaskDecoderHQ
+from .decoders import MaskDecoderHQ, MaskDecoderRobust
 from .transforms import PIXEL_MEAN, PIXEL_STD
 
 SAM_MODEL_TYPES = ('vit_b', 'vit_l', 'vit_h', 'tiny')
-#: Model families with their own checkpoints: vanilla SAM and HQ-SAM (SysCV/sam-hq).
-SAM_VARIANTS = ('sam', 'hq_sam')
+#: Model families with their own checkpoints: vanilla SAM, HQ-SAM (SysCV/sam-hq) and
+#: RobustSAM (robustsam/RobustSAM).
+SAM_VARIANTS = ('sam', 'hq_sam', 'robust_sam')
+#: Decoder class of each variant that extends SAM's (built with ``vit_dim``).
+_VARIANT_DECODERS = {'hq_sam': MaskDecoderHQ, 'robust_sam': MaskDecoderRobust}
 #: Official checkpoint names, for messages.
 _CHECKPOINT_NAMES = {'sam': 'sam_vit_h_4b8939.pth from the segment-anything release',
-                     'hq_sam': 'sam_hq_vit_h.pth from the SysCV/sam-hq release'}
+                     'hq_sam': 'sam_hq_vit_h.pth from the SysCV/sam-hq release',
+                     'robust_sam': 'robustsam_checkpoint_h.pth from the RobustSAM release'}
 
 #: Encoder hyper-parameters per model type. ``tiny`` is a test/demo model (random
 #: weights only): 2 ViT blocks (block 0 global, block 1 windowed), 256 px input,
@@ -126,8 +131,8 @@ def _build_modules(model_type: str, variant: str = 'sam') -> Sam:
         iou_head_depth=3,
         iou_head_hidden_dim=256,
     )
-    if variant == 'hq_sam':
-        mask_decoder = MaskDecoderHQ(vit_dim=spec['embed_dim'], **decoder_args)
+    if variant in _VARIANT_DECODERS:
+        mask_decoder = _VARIANT_DECODERS[variant](vit_dim=spec['embed_dim'], **decoder_args)
     else:
         mask_decoder = MaskDecoder(**decoder_args)
     return Sam(image_encoder=image_encoder, prompt_encoder=prompt_encoder,
@@ -159,6 +164,9 @@ def load_sam_checkpoint(model: Sam, checkpoint: str, *, strict: bool = True,
             f'{_CHECKPOINT_NAMES.get(variant, "the official release")}) or fix the checkpoint '
             'path in the config.')
     state = read_state_dict(checkpoint, f'{variant} checkpoint')
+    # RobustSAM's released files may carry DistributedDataParallel's 'module.' prefix
+    # (its build_sam.py strips it key by key)
+    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
     load_state_dict_strict(model, state, checkpoint, strict=strict,
                            hint=f'Is it a {model_type} {variant} checkpoint? Check model_type and '
                            'the back-end type against the file, or re-download it.')
@@ -188,8 +196,8 @@ def build_sam(model_type: str, checkpoint: str | None = None, *,
             With a checkpoint or a seed, the global RNG streams (CPU and CUDA) are
             left as they were, so building SAM inside a model does not change the
             model's own initialisation.
-        variant: ``'sam'`` or ``'hq_sam'`` (:data:`SAM_VARIANTS`): which decoder
-            is built and which checkpoint is expected.
+        variant: ``'sam'``, ``'hq_sam'`` or ``'robust_sam'`` (:data:`SAM_VARIANTS`):
+            which decoder is built and which checkpoint is expected.
 
     Returns:
         Sam: The model in eval mode on ``device``, with ``requires_grad`` left

@@ -449,6 +449,26 @@ CRASH_SCRIPT = textwrap.dedent('''
 ''')
 
 
+def test_embedding_job_with_a_sam_variant(dataset, tmp_path):
+    """sam.variant reads a variant's checkpoint; its encoder makes the embeddings, which are
+    keyed by that encoder's identity (the manifest also names the variant)."""
+    root, names = dataset
+    cfg = make_cfg(root, early=True)
+    cfg['sam']['variant'] = 'robust_sam'
+    out = str(tmp_path / 'emb_robust')
+    assert run_embedding_job(cfg, out=out, progress=False).ok
+    man = json.load(open(osp.join(out, 'manifest.json')))
+    assert man['info']['variant'] == 'robust_sam'
+    vanilla = str(tmp_path / 'emb')
+    assert run_embedding_job(make_cfg(root, early=True), out=vanilla, names=names[:1],
+                             progress=False).ok
+    vman = json.load(open(osp.join(vanilla, 'manifest.json')))
+    assert 'variant' not in vman['info'] and vman['key'] == man['key']
+    # random weights of the same seed: the same encoder, so the same embeddings
+    np.testing.assert_array_equal(EmbeddingStore(out).get(names[0])['embedding'],
+                                  EmbeddingStore(vanilla).get(names[0])['embedding'])
+
+
 def test_resume_after_crash_mid_write(dataset, tmp_path):
     root, names = dataset
     out = str(tmp_path / 'emb')

@@ -3,6 +3,8 @@ against segment-anything's decoder (points, boxes, mask inputs), selection polic
 build-time validation."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -15,6 +17,7 @@ from s2c.sam.backends import (
     check_policy,
     select_masks,
 )
+from s2c.sam.build import build_sam
 from s2c.structures import ImageFeatures, MaskPrediction, PromptBatch
 
 PROMPT_BACKENDS.import_from_location()
@@ -24,9 +27,10 @@ REGISTERED = sorted(name for name, cls in PROMPT_BACKENDS.module_dict.items()
 
 
 def tiny_backend(name: str, **kw) -> PromptBackend:
-    """A registered back-end with tiny random weights, built through its config."""
-    return PROMPT_BACKENDS.build(dict(type=name, model_type='tiny', checkpoint=None, seed=0,
-                                      device='cpu', **kw))
+    """A registered back-end with tiny random weights (or ``checkpoint=``), built through its
+    config."""
+    return PROMPT_BACKENDS.build(dict(dict(type=name, model_type='tiny', checkpoint=None, seed=0,
+                                           device='cpu'), **kw))
 
 
 def features_for(backend: PromptBackend, b: int = 3, seed: int = 1) -> ImageFeatures:
@@ -95,9 +99,13 @@ def test_backend_conformance(name):
         assert out.logits.device.type == 'cuda'
         torch.testing.assert_close(out.logits.cpu(), pred.logits, atol=1e-3, rtol=1e-3)
         backend.to('cpu')
-    for policy in ('best_iou', *backend.output_names):
+    multimask = any(name.startswith('multi_') for name in backend.output_names)
+    for policy in (('best_iou', ) if multimask else ()) + tuple(backend.output_names):
         logits, iou = select_masks(pred, check_policy(policy, backend.output_names))
         assert logits.shape == (6, 64, 64) and iou.shape == (6,)
+    if not multimask:   # e.g. RobustSAM: one output whose IoU was never trained
+        with pytest.raises(ValueError, match='trained IoUs'):
+            check_policy('best_iou', backend.output_names)
 
 
 @pytest.mark.parametrize('name', REGISTERED)
@@ -167,6 +175,27 @@ def test_float64_points_reach_the_prompt_encoder_unrounded(sam_backend):
     assert coords.dtype == torch.float64 and torch.equal(coords, xy)
     logits, _ = _library_decode(backend, feats.embeddings, (xy, torch.ones(1, 2)))
     torch.testing.assert_close(backend(feats, batch).logits, logits, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize('backend,variant,extra_key', [
+    ('hq_sam', 'hq_sam', 'mask_decoder.hf_token.weight'),
+    ('robust_sam', 'robust_sam', 'mask_decoder.custom_robust_token.weight'),
+    ('robust_sam_clear', 'robust_sam', 'mask_decoder.custom_robust_token.weight')])
+def test_variant_checkpoints_load_strictly(tmp_path, backend, variant, extra_key):
+    """A vanilla SAM file for a variant names the missing keys (the official loaders use
+    strict=False and leave them random); a variant's file for vanilla SAM names the extra."""
+    vanilla = build_sam('tiny', None, device='cpu', seed=0)
+    model = build_sam('tiny', None, device='cpu', seed=0, variant=variant)
+    torch.save(vanilla.state_dict(), tmp_path / 'sam.pth')
+    # RobustSAM's releases may carry DistributedDataParallel's 'module.' prefix: accepted
+    torch.save({'module.' + k: v for k, v in model.state_dict().items()}, tmp_path / 'v.pth')
+    with pytest.raises(KeyError, match=rf'(?s)missing.*{re.escape(extra_key)}'):
+        tiny_backend(backend, checkpoint=str(tmp_path / 'sam.pth'))
+    with pytest.raises(KeyError, match=rf'(?s)unexpected.*{re.escape(extra_key)}'):
+        tiny_backend('sam', checkpoint=str(tmp_path / 'v.pth'))
+    loaded = tiny_backend(backend, checkpoint=str(tmp_path / 'v.pth'))
+    assert torch.equal(loaded.mask_decoder.state_dict()[extra_key[len('mask_decoder.'):]],
+                       model.state_dict()[extra_key])
 
 
 def test_prompt_groups_follow_point_count_and_box():

@@ -135,22 +135,11 @@ def test_hq_policies_and_requirements(hq_backend):
         hq_backend.prepare(no_early)
 
 
-def test_checkpoints_are_loaded_strictly(tmp_path):
+def test_same_seed_same_encoder_and_unknown_variant():
     vanilla = build_sam('tiny', None, device='cpu', seed=0)
     hq = build_sam('tiny', None, device='cpu', seed=0, variant='hq_sam')
     # same encoder and vanilla decoder weights from the same seed: one embedding cache serves both
     assert torch.equal(vanilla.image_encoder.patch_embed.proj.weight,
                        hq.image_encoder.patch_embed.proj.weight)
-    torch.save(vanilla.state_dict(), tmp_path / 'sam.pth')
-    torch.save(hq.state_dict(), tmp_path / 'hq.pth')
-    with pytest.raises(KeyError, match=r'(?s)missing.*mask_decoder\.hf_token\.weight'):
-        PROMPT_BACKENDS.build(dict(type='hq_sam', model_type='tiny',
-                                   checkpoint=str(tmp_path / 'sam.pth'), device='cpu'))
-    with pytest.raises(KeyError, match=r'(?s)unexpected.*mask_decoder\.hf_mlp'):
-        PROMPT_BACKENDS.build(dict(type='sam', model_type='tiny',
-                                   checkpoint=str(tmp_path / 'hq.pth'), device='cpu'))
-    backend = PROMPT_BACKENDS.build(dict(type='hq_sam', model_type='tiny',
-                                         checkpoint=str(tmp_path / 'hq.pth'), device='cpu'))
-    assert torch.equal(backend.mask_decoder.hf_token.weight, hq.mask_decoder.hf_token.weight)
     with pytest.raises(ValueError, match='variant'):
         build_sam('tiny', None, device='cpu', variant='hq')

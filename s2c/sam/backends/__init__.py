@@ -2,9 +2,11 @@
 mask-selection policies."""
 from .base import REQUIREMENTS, PromptBackend
 from .hq_sam import HQSamPromptBackend
+from .robust_sam import RobustSamClearPromptBackend, RobustSamPromptBackend
 from .sam import SamPromptBackend
 from .selection import (
     HQ_OUTPUT_NAMES,
+    ROBUST_OUTPUT_NAMES,
     SAM_OUTPUT_NAMES,
     SELECTION_POLICIES,
     check_policy,
@@ -13,5 +15,6 @@ from .selection import (
 
 __all__ = [
     'REQUIREMENTS', 'PromptBackend', 'SamPromptBackend', 'HQSamPromptBackend',
-    'SAM_OUTPUT_NAMES', 'HQ_OUTPUT_NAMES', 'SELECTION_POLICIES', 'check_policy', 'select_masks'
+    'RobustSamPromptBackend', 'RobustSamClearPromptBackend', 'SAM_OUTPUT_NAMES',
+    'HQ_OUTPUT_NAMES', 'ROBUST_OUTPUT_NAMES', 'SELECTION_POLICIES', 'check_policy', 'select_masks'
 ]

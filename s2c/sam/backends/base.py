@@ -88,20 +88,26 @@ class PromptBackend(nn.Module):
 
     @torch.no_grad()
     def prepare(self, features: ImageFeatures) -> PreparedFeatures:
-        """Per-image, prompt-independent work (default: the features on :attr:`device`).
+        """Per-image, prompt-independent work, once per batch.
 
         Args:
             features: ``B`` images' features.
 
         Returns:
             PreparedFeatures: The features (float32 on :attr:`device`) and the
-            per-image tensors ``decode`` gathers by ``image_index``.
+            per-image tensors of :meth:`per_image` (``decode`` gathers them by
+            ``image_index``).
 
         Raises:
             ValueError: When the features lack what :attr:`requires` names.
         """
         self.check_features(features)
-        return PreparedFeatures(features.to(self.device))
+        feats = features.to(self.device)
+        return PreparedFeatures(feats, self.per_image(feats))
+
+    def per_image(self, features: ImageFeatures) -> dict[str, torch.Tensor]:
+        """Back-end specific per-image tensors (leading dim ``B``); default none."""
+        return {}
 
     def decode(self, prepared: PreparedFeatures, prompts: PromptBatch) -> MaskPrediction:
         """Decode every prompt of a batch in one call.

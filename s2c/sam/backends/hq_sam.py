@@ -45,17 +45,10 @@ class HQSamPromptBackend(SamPromptBackend):
         self.output_names = HQ_OUTPUT_NAMES
         self.requires = frozenset({'early'})
 
-    @torch.no_grad()
-    def prepare(self, features: ImageFeatures) -> PreparedFeatures:
-        """The features on :attr:`device` plus ``per_image['hq_features']`` ``(B, 32, 4h, 4w)``.
-
-        Raises:
-            ValueError: When ``features.early`` is missing.
-        """
-        self.check_features(features)
-        feats = features.to(self.device)
-        return PreparedFeatures(feats, dict(
-            hq_features=hq_features(self.mask_decoder, feats.embeddings, feats.early)))
+    def per_image(self, features: ImageFeatures) -> dict[str, torch.Tensor]:
+        """``hq_features`` ``(B, 32, 4h, 4w)`` (needs ``features.early``)."""
+        return dict(hq_features=hq_features(self.mask_decoder, features.embeddings,
+                                            features.early))
 
     def decode_group(self, prepared: PreparedFeatures, image_pe: torch.Tensor,
                      sparse: torch.Tensor, dense: torch.Tensor,

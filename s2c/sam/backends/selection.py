@@ -20,11 +20,13 @@ SAM_OUTPUT_NAMES = ('single', 'multi_0', 'multi_1', 'multi_2')
 
 #: HQ-SAM's outputs: SAM's four (as HQ-SAM computes them) and the HQ mask.
 HQ_OUTPUT_NAMES = SAM_OUTPUT_NAMES + ('hq', )
+#: RobustSAM's output: the robust mask (its IoU head was never trained for it).
+ROBUST_OUTPUT_NAMES = ('robust', )
 
 #: Selection policies: name -> what it picks.
 SELECTION_POLICIES = {
     'index2': 'multimask output 2 (the coarsest; official S2C model_s2c.py idx_max_sam = 2)',
-    'best_iou': 'the multimask output with the highest predicted IoU',
+    'best_iou': 'the multimask output with the highest predicted IoU (needs multi_* outputs)',
     'single': 'the single-mask output (multimask_output=False)',
     'hq_official': 'HQ-SAM predictor, multimask_output=True: best-IoU multimask logit + HQ '
                    'logit (sam-hq mask_decoder_hq.py 117-134); IoU of the SAM output',
@@ -39,14 +41,13 @@ _PLUS_HQ = {'hq_official': 'best_iou', 'hq_official_single': 'single', 'index2_p
 
 
 def _multimask_channels(names: Sequence[str]) -> list[int]:
-    multi = [i for i, name in enumerate(names) if name.startswith('multi_')]
-    return multi or list(range(len(names)))
+    return [i for i, name in enumerate(names) if name.startswith('multi_')]
 
 
 def _servable(policy: str, names: list[str]) -> bool:
     """Whether a one-channel policy (an alias, ``best_iou`` or a channel name) fits ``names``."""
     return policy in names or (policy in _ALIASES and _ALIASES[policy] in names) or (
-        policy == 'best_iou' and bool(names))
+        policy == 'best_iou' and bool(_multimask_channels(names)))
 
 
 def check_policy(policy: str, output_names: Sequence[str]) -> str:
@@ -65,7 +66,9 @@ def check_policy(policy: str, output_names: Sequence[str]) -> str:
     else:
         ok = _servable(policy, names)
     if not ok:
-        raise ValueError(f'selection policy {policy!r} is not available for outputs {names}; '
+        why = (' (best_iou needs multimask outputs with trained IoUs)' if policy == 'best_iou'
+               else '')
+        raise ValueError(f'selection policy {policy!r} is not available for outputs {names}{why}; '
                          f'policies: {sorted(SELECTION_POLICIES)} or a channel name')
     return policy
 
