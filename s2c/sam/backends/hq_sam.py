@@ -51,8 +51,8 @@ class HQSamPromptBackend(SamPromptBackend):
                                             features.early))
 
     def decode_group(self, prepared: PreparedFeatures, image_pe: torch.Tensor,
-                     sparse: torch.Tensor, dense: torch.Tensor,
-                     image_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                     sparse: torch.Tensor, dense: torch.Tensor, image_index: torch.Tensor,
+                     extras: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """HQ-SAM's five outputs (:func:`~s2c.sam.decoders.decode_batched_hq`)."""
         return decode_batched_hq(self.mask_decoder, prepared.features.embeddings,
                                  prepared.per_image['hq_features'], image_pe, sparse, dense,

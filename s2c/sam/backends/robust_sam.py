@@ -56,8 +56,8 @@ class RobustSamPromptBackend(SamPromptBackend):
                                                     features.early, self.bn_mode))
 
     def decode_group(self, prepared: PreparedFeatures, image_pe: torch.Tensor,
-                     sparse: torch.Tensor, dense: torch.Tensor,
-                     image_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                     sparse: torch.Tensor, dense: torch.Tensor, image_index: torch.Tensor,
+                     extras: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``robust`` output; no IoU."""
         logits = decode_batched_robust(
             self.mask_decoder, prepared.features.embeddings,

@@ -94,11 +94,17 @@ class SamPromptBackend(PromptBackend):
     @torch.no_grad()
     def decode(self, prepared: PreparedFeatures, prompts: PromptBatch) -> MaskPrediction:
         """Decode every prompt; see :class:`~s2c.sam.backends.base.PromptBackend`."""
-        emb = prepared.features.embeddings.to(self.device, torch.float32)
+        return self.decode_all(prepared, prompts, self.output_names)
+
+    @torch.no_grad()
+    def decode_all(self, prepared: PreparedFeatures, prompts: PromptBatch,
+                   names: tuple[str, ...]) -> MaskPrediction:
+        """Decode every prompt group by group (:meth:`decode_group`) into ``names`` channels."""
+        emb = prepared.features.embeddings
         n = len(prompts)
         side = emb.shape[-1] * 4
-        logits = torch.empty(n, len(self.output_names), side, side, device=self.device)
-        iou = torch.full((n, len(self.output_names)), float('nan'), device=self.device)
+        logits = torch.empty(n, len(names), side, side, device=self.device)
+        iou = torch.full((n, len(names)), float('nan'), device=self.device)
         image_pe = self.prompt_encoder.get_dense_pe()
         for rows in prompts.groups():
             points, boxes, masks = prompts.group_inputs(rows)
@@ -110,17 +116,20 @@ class SamPromptBackend(PromptBackend):
             if sparse.shape[0] != len(rows):  # a prompt with no point, box nor mask
                 sparse = sparse.expand(len(rows), -1, -1)
                 dense = dense.expand(len(rows), -1, -1, -1)
+            extras = {k: v[rows].to(self.device) for k, v in prompts.extras.items()}
             out, scores = self.decode_group(prepared, image_pe, sparse, dense,
-                                            prompts.image_index[rows].to(self.device))
+                                            prompts.image_index[rows].to(self.device), extras)
             rows = rows.to(self.device)
             logits[rows] = out.float()  # fp16/bf16 under autocast
             iou[rows, :scores.shape[1]] = scores.float()
-        return MaskPrediction(logits=logits, iou=iou, names=self.output_names)
+        return MaskPrediction(logits=logits, iou=iou, names=tuple(names))
 
     def decode_group(self, prepared: PreparedFeatures, image_pe: torch.Tensor,
-                     sparse: torch.Tensor, dense: torch.Tensor,
-                     image_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                     sparse: torch.Tensor, dense: torch.Tensor, image_index: torch.Tensor,
+                     extras: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode one group of prompts with equal token count.
+
+        ``extras`` are the group's rows of ``prompts.extras`` (back-end specific).
 
         Returns:
             tuple: ``(n, M, s, s)`` logits of every output and ``(n, K)`` IoUs of

@@ -1,13 +1,16 @@
-"""The output heads of SAM's mask decoder, applied to the two-way transformer's outputs.
+"""Shared pieces of SAM's mask decoder: the output heads applied to the two-way
+transformer's outputs, and the token self-attention step of a two-way block.
 
-Shared by the one-image AMG decoder (:mod:`.one_image`) and the multi-image
-batched decoder (:mod:`.batched`). Formulas of ``MaskDecoder.predict_masks``
-(``segment_anything/modeling/mask_decoder.py``, PyPI 1.0).
+Shared by the one-image AMG decoder (:mod:`.one_image`), the multi-image
+batched decoder (:mod:`.batched`) and the decoders of the variants. Formulas of
+``MaskDecoder.predict_masks`` and ``TwoWayAttentionBlock.forward``
+(``segment_anything/modeling/``, PyPI 1.0).
 """
 from __future__ import annotations
 
 import torch
 from segment_anything.modeling import MaskDecoder
+from torch import nn
 
 
 def predict_iou(decoder: MaskDecoder, hs: torch.Tensor) -> torch.Tensor:
@@ -18,6 +21,23 @@ def predict_iou(decoder: MaskDecoder, hs: torch.Tensor) -> torch.Tensor:
         hs: ``(B, T, C)`` output tokens (IoU token first, then the 4 mask tokens).
     """
     return decoder.iou_prediction_head(hs[:, 0, :])
+
+
+def token_self_attention(layer: nn.Module, queries: torch.Tensor,
+                         query_pe: torch.Tensor) -> torch.Tensor:
+    """First step of ``TwoWayAttentionBlock.forward``: token self-attention, then ``norm1``.
+
+    Args:
+        layer: A two-way attention block.
+        queries: ``(B, T, C)`` tokens.
+        query_pe: ``(B, T, C)`` their positional encoding (skipped in the first block).
+    """
+    if layer.skip_first_layer_pe:
+        queries = layer.self_attn(q=queries, k=queries, v=queries)
+    else:
+        q = queries + query_pe
+        queries = queries + layer.self_attn(q=q, k=q, v=queries)
+    return layer.norm1(queries)
 
 
 def upscale_image_tokens(decoder: MaskDecoder, keys: torch.Tensor,

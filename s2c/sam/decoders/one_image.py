@@ -35,6 +35,8 @@ import torch
 from segment_anything.modeling import MaskDecoder
 from segment_anything.modeling.transformer import Attention
 
+from .mask_heads import token_self_attention
+
 
 def _heads(att: Attention, which: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight ``(H, d, C)`` and bias ``(H, d)`` of ``att.<which>_proj`` split by head."""
@@ -143,12 +145,7 @@ def decode_tokens(decoder: MaskDecoder, image_embedding: torch.Tensor,
     for layer in tr.layers:
         # Image tokens + PE, used by both cross attentions of the block.
         kpe = x + pe if keys is None else keys + pe
-        if layer.skip_first_layer_pe:
-            queries = layer.self_attn(q=queries, k=queries, v=queries)
-        else:
-            q = queries + tokens
-            queries = queries + layer.self_attn(q=q, k=q, v=queries)
-        queries = layer.norm1(queries)
+        queries = token_self_attention(layer, queries, tokens)
         q = queries + tokens
         if keys is None:  # layer 1: image tokens identical for all prompts
             t2i = _token_to_shared_image(layer.cross_attn_token_to_image, q, kpe, x)

@@ -1,0 +1,290 @@
+"""The PerSAM prompt back-end (ZrrSkywalker/Personalize-SAM ``persam.py``), training-free.
+
+PerSAM personalises SAM from one reference (image, mask): the target
+embedding is the mean image embedding inside the reference mask; its cosine
+similarity with every embedding cell gives a location prior (the most similar
+pixel as a positive point, the least similar as a negative one), guides the
+decoder's token-to-image attention, and is added to the decoder's tokens
+(:mod:`s2c.sam.decoders.guided`); a two-step cascade then refines the mask.
+
+**Our adaptation to WSSS**: the reference of a prompted (image, class) is the
+image's own CAM region of that class: CPM (and SAM refinement) fill
+``features.references`` with each class's CAM on the embedding grid, and the
+cells above ``reference_threshold`` form the reference mask (the official
+code thresholds its bilinearly resized reference mask at 0). The CAM peaks
+stay the prompt's points; the location prior is added to them (``'add'``),
+replaces them (``'replace'``, the official PerSAM prompt) or is not used
+(``'none'``).
+
+Per prompt (``persam.py`` 101-167):
+
+0. points + prior, target-guided attention and target-semantic prompting,
+   single-mask output;
+1. the same points, step 0's low-res logits as mask input, multimask, the
+   output of highest predicted IoU;
+2. the same points, the box of step 1's mask (in the original frame, mapped
+   to the input frame) and its logits as mask input, multimask, best IoU.
+
+An empty mask at step 1 or 2 keeps the previous step's (the authors' code
+crashes on it). Output: one channel, ``persam``, with the predicted IoU of the
+step it comes from.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+
+from s2c.registry import PROMPT_BACKENDS
+from s2c.structures import ImageFeatures, MaskPrediction, PreparedFeatures, PromptBatch
+
+from ..decoders import decode_batched
+from ..decoders.guided import TE_ALIAS_MODES
+from ..transforms import original_to_input_coords, postprocess_logits
+from .sam import SamPromptBackend
+from .selection import SAM_OUTPUT_NAMES, select_masks
+
+#: How the location prior joins the CAM peaks.
+LOCATION_PRIOR_MODES = ('add', 'replace', 'none')
+#: Where the target-guided attention map comes from (:meth:`PerSamPromptBackend.attention_prior`).
+ATTN_SIM_FRAMES = ('input_frame', 'official_stretch')
+
+
+def target_maps(embeddings: torch.Tensor, references: torch.Tensor, threshold: float,
+                reduce: str = 'mean') -> tuple[torch.Tensor, torch.Tensor]:
+    """Target embedding and cosine-similarity map of every (image, reference).
+
+    Args:
+        embeddings: ``(B, C, h, w)`` image embeddings.
+        references: ``(B, K, h, w)`` reference maps on the embedding grid.
+        threshold: A cell belongs to the reference where its map is above this;
+            a reference with no such cell uses its maximum cell.
+        reduce: ``'mean'`` (PerSAM, ``persam.py`` 87-90) or ``'mean_max'`` (PerSAM-F,
+            ``persam_f.py`` 103-106: the average of the mean and the channel-wise max).
+
+    Returns:
+        tuple: ``(B, K, C)`` target embeddings and ``(B, K, h, w)`` cosine
+        similarities of their normalised copies with the normalised embedding cells.
+    """
+    b, k, h, w = references.shape
+    region = references > threshold
+    top = references.flatten(2).argmax(dim=2)  # (B, K)
+    fallback = F.one_hot(top, h * w).view(b, k, h, w).bool()
+    region = torch.where(region.flatten(2).any(dim=2)[..., None, None], region, fallback)
+    cells = embeddings.flatten(2)  # (B, C, hw)
+    weights = region.flatten(2).to(cells.dtype)  # (B, K, hw)
+    target = weights @ cells.transpose(1, 2) / weights.sum(dim=2, keepdim=True)
+    if reduce == 'mean_max':
+        masked = torch.where(region.flatten(2)[:, :, None, :], cells[:, None],
+                             torch.full_like(cells[:, None], float('-inf')))
+        target = target / 2 + masked.amax(dim=3) / 2
+    elif reduce != 'mean':
+        raise ValueError(f"reduce must be 'mean' or 'mean_max', got {reduce!r}")
+    unit = target / target.norm(dim=-1, keepdim=True)
+    cells_unit = cells / cells.norm(dim=1, keepdim=True)
+    return target, (unit @ cells_unit).view(b, k, h, w)
+
+
+def similarity_in_original(sim: torch.Tensor, input_sizes: torch.Tensor,
+                           original_sizes: torch.Tensor, img_size: int) -> list[torch.Tensor]:
+    """Each prompt's ``(h, w)`` similarity map in its image's original frame.
+
+    Official ``persam.py`` 117-121: ``x4`` bilinear, then ``Sam.postprocess_masks``.
+
+    Returns:
+        list[torch.Tensor]: ``N`` maps of shape ``(H_n, W_n)``.
+    """
+    up = F.interpolate(sim[:, None], scale_factor=4, mode='bilinear')
+    return [postprocess_logits(up[n:n + 1], input_sizes[n].tolist(), original_sizes[n].tolist(),
+                               img_size)[0, 0] for n in range(sim.shape[0])]
+
+
+def location_prior(sim_original: list[torch.Tensor], original_sizes: torch.Tensor,
+                   img_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The most and the least similar pixel of each map, as input-frame points.
+
+    Official ``point_selection`` (``persam.py`` 188-205): top-1 and bottom-1 of
+    the original-frame map, ``(x, y)`` pixel indices, mapped like SAM's
+    ``apply_coords``.
+
+    Returns:
+        tuple: ``(N, 2)`` float64 positive and negative ``(x, y)`` points.
+    """
+    pos, neg = [], []
+    for s, size in zip(sim_original, original_sizes.tolist()):
+        w = s.shape[1]
+        flat = s.flatten()
+        for out, idx in ((pos, int(flat.argmax())), (neg, int(flat.argmin()))):
+            xy = torch.tensor([[idx % w, idx // w]], dtype=torch.float64)
+            out.append(original_to_input_coords(xy, size, img_size)[0])
+    return torch.stack(pos), torch.stack(neg)
+
+
+def mask_boxes(logits: torch.Tensor, input_sizes: torch.Tensor, original_sizes: torch.Tensor,
+               img_size: int) -> torch.Tensor:
+    """Input-frame boxes of the masks of ``(N, s, s)`` low-res logits (NaN rows: empty).
+
+    Official ``persam.py`` 145-151: the box of the original-frame mask
+    ``(x_min, y_min, x_max, y_max)`` (pixel indices), mapped like SAM's ``apply_boxes``.
+    """
+    boxes = torch.full((logits.shape[0], 4), float('nan'), dtype=torch.float64)
+    for n in range(logits.shape[0]):
+        size = original_sizes[n].tolist()
+        mask = postprocess_logits(logits[n][None, None], input_sizes[n].tolist(), size,
+                                  img_size)[0, 0] > 0
+        ys, xs = torch.nonzero(mask, as_tuple=True)
+        if len(xs):
+            corners = torch.tensor([[xs.min(), ys.min()], [xs.max(), ys.max()]],
+                                   dtype=torch.float64)
+            boxes[n] = original_to_input_coords(corners, size, img_size).flatten()
+    return boxes
+
+
+def _keep_previous(new: tuple[torch.Tensor, torch.Tensor],
+                   old: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per prompt, the new ``(logits, iou)`` unless its mask is empty."""
+    empty = ~(new[0] > 0).flatten(1).any(dim=1)
+    return (torch.where(empty[:, None, None], old[0], new[0]),
+            torch.where(empty, old[1], new[1]))
+
+
+@PROMPT_BACKENDS.register_module(name='persam')
+class PerSamPromptBackend(SamPromptBackend):
+    """PerSAM on vanilla SAM weights, the reference being the prompted class's CAM region.
+
+    See the module docstring for the method and our adaptation.
+
+    Args:
+        model_type: ``vit_b``, ``vit_l``, ``vit_h`` or ``tiny``.
+        checkpoint: Official SAM checkpoint (PerSAM adds no weights) or ``None``.
+        reference_threshold: Reference cells: reference map above this (CAM: 0.5).
+        location_prior: ``'add'`` (default), ``'replace'`` (official) or ``'none'``.
+        attn_sim_frame: ``'input_frame'`` (default: the similarity on the
+            embedding grid itself, standardised over the cells inside the image)
+            or ``'official_stretch'`` (the authors: the original-frame map,
+            standardised, stretched over the whole padded grid; misaligned on
+            non-square images).
+        te_alias: ``'official'`` (default: the authors' in-place addition, see
+            :mod:`s2c.sam.decoders.guided`) or ``'clean'``.
+        **kwargs: See :class:`~s2c.sam.backends.SamPromptBackend`.
+
+    Raises:
+        ValueError: For an unknown option value.
+    """
+
+    def __init__(self, model_type: str = 'vit_h', checkpoint: str | None = None, *,
+                 reference_threshold: float = 0.5, location_prior: str = 'add',
+                 attn_sim_frame: str = 'input_frame', te_alias: str = 'official',
+                 **kwargs) -> None:
+        for name, value, allowed in (('location_prior', location_prior, LOCATION_PRIOR_MODES),
+                                     ('attn_sim_frame', attn_sim_frame, ATTN_SIM_FRAMES),
+                                     ('te_alias', te_alias, TE_ALIAS_MODES)):
+            if value not in allowed:
+                raise ValueError(f'{name} must be one of {allowed}, got {value!r}')
+        super().__init__(model_type, checkpoint, **kwargs)
+        self.reference_threshold = float(reference_threshold)
+        self.location_prior = location_prior
+        self.attn_sim_frame = attn_sim_frame
+        self.te_alias = te_alias
+        self.output_names = ('persam', )
+        self.requires = frozenset({'reference'})
+
+    def per_image(self, features: ImageFeatures) -> dict[str, torch.Tensor]:
+        """``target_embedding`` ``(B, K, 256)`` and ``similarity`` ``(B, K, h, w)``."""
+        target, sim = target_maps(features.embeddings, features.references,
+                                  self.reference_threshold)
+        return dict(target_embedding=target, similarity=sim)
+
+    def attention_prior(self, sim: torch.Tensor, sim_original: list[torch.Tensor],
+                        input_sizes: torch.Tensor) -> torch.Tensor:
+        """``(N, h*w)`` target-guided attention: ``sigmoid`` of the standardised similarity.
+
+        ``'official_stretch'`` (``persam.py`` 129-131): the original-frame map
+        standardised (``torch.std``) and resized to the ``h x w`` grid.
+        ``'input_frame'``: the grid map standardised by the statistics of the
+        cells whose centre lies inside the image.
+        """
+        n, h, w = sim.shape
+        out = []
+        for i in range(n):
+            if self.attn_sim_frame == 'official_stretch':
+                s = sim_original[i]
+                s = F.interpolate(((s - s.mean()) / torch.std(s))[None, None], size=(h, w),
+                                  mode='bilinear')[0, 0]
+            else:
+                in_h, in_w = input_sizes[i].tolist()
+                cell = self.img_size / h
+                rows = int(min(h, max(1, round(in_h / cell))))
+                cols = int(min(w, max(1, round(in_w / cell))))
+                inside = sim[i, :rows, :cols]
+                s = (sim[i] - inside.mean()) / torch.std(inside)
+            out.append(torch.sigmoid(s).flatten())
+        return torch.stack(out)
+
+    @torch.no_grad()
+    def decode(self, prepared: PreparedFeatures, prompts: PromptBatch) -> MaskPrediction:
+        """PerSAM's three steps for every prompt (module docstring).
+
+        Raises:
+            ValueError: When the prompts have no ``class_index`` (the reference is per class).
+        """
+        if prompts.class_index is None:
+            raise ValueError('PerSAM needs each prompt\'s class_index (its reference map)')
+        feats = prepared.features
+        img = prompts.image_index.to(self.device)
+        cls = prompts.class_index.to(self.device)
+        sim = prepared.per_image['similarity'][img, cls]
+        input_sizes, original_sizes = feats.input_sizes[img], feats.original_sizes[img]
+        sim_original = similarity_in_original(sim, input_sizes, original_sizes, self.img_size)
+        prompts = self._with_prior(prompts, *location_prior(sim_original, original_sizes,
+                                                            self.img_size))
+        guided = replace(prompts, extras=dict(
+            attn_sim=self.attention_prior(sim, sim_original, input_sizes),
+            target_embedding=prepared.per_image['target_embedding'][img, cls]))
+        step0 = self.decode_all(prepared, guided, SAM_OUTPUT_NAMES)
+        best = select_masks(step0, 'single')
+        step1 = self.decode_all(prepared, replace(prompts, mask_inputs=best[0][:, None]),
+                                SAM_OUTPUT_NAMES)
+        best = _keep_previous(select_masks(step1, 'best_iou'), best)
+        boxes = mask_boxes(best[0], input_sizes, original_sizes, self.img_size)
+        step2 = self.decode_all(prepared, replace(prompts, boxes=boxes.float(),
+                                                  mask_inputs=best[0][:, None]),
+                                SAM_OUTPUT_NAMES)
+        logits, iou = _keep_previous(select_masks(step2, 'best_iou'), best)
+        return MaskPrediction(logits=logits[:, None], iou=iou[:, None], names=self.output_names)
+
+    def _with_prior(self, prompts: PromptBatch, pos: torch.Tensor,
+                    neg: torch.Tensor) -> PromptBatch:
+        """The prompts' points with the location prior's positive and negative point."""
+        if self.location_prior == 'none':
+            return prompts
+        prior = torch.stack([pos, neg], dim=1).to(prompts.points.dtype)
+        prior_labels = torch.tensor([1, 0]).expand(len(prompts), 2)
+        if self.location_prior == 'replace':
+            return replace(prompts, points=prior, labels=prior_labels.clone())
+        # 'add': the prior after each prompt's own points (padding stays at the end)
+        n, p = prompts.labels.shape
+        points = torch.zeros(n, p + 2, 2, dtype=prompts.points.dtype)
+        labels = torch.full((n, p + 2), -1, dtype=torch.long)
+        count = prompts.num_points
+        for i in range(n):
+            k = int(count[i])
+            keep = prompts.labels[i] != -1
+            points[i, :k] = prompts.points[i][keep]
+            labels[i, :k] = prompts.labels[i][keep]
+            points[i, k:k + 2] = prior[i]
+            labels[i, k:k + 2] = prior_labels[i]
+        return replace(prompts, points=points, labels=labels)
+
+    def decode_group(self, prepared: PreparedFeatures, image_pe: torch.Tensor,
+                     sparse: torch.Tensor, dense: torch.Tensor, image_index: torch.Tensor,
+                     extras: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM's decoder, with PerSAM's target guidance when ``extras`` carry it."""
+        guidance = None
+        if 'attn_sim' in extras:
+            guidance = dict(attn_sim=extras['attn_sim'][:, None, None, :],
+                            target_embedding=extras['target_embedding'][:, None, :],
+                            te_alias=self.te_alias)
+        return decode_batched(self.mask_decoder, prepared.features.embeddings, image_pe,
+                              sparse, dense, image_index, guidance)
