@@ -75,7 +75,7 @@ def test_ten_iterations_with_all_three_losses(demo_root, tmp_path):
 
 #: Every registered prompt back-end and the selection policy CPM uses with it.
 BACKEND_POLICIES = {'sam': 'index2', 'hq_sam': 'hq_official', 'robust_sam': 'robust',
-                    'robust_sam_clear': 'index2', 'persam': 'persam'}
+                    'robust_sam_clear': 'index2', 'persam': 'persam', 'persam_f': 'persam_f'}
 
 
 def test_every_registered_backend_is_trained_below():

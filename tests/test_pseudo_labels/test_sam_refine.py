@@ -112,7 +112,7 @@ def test_sam_method_through_the_job(voc_samples_root, tiny_embeddings, tmp_path)
     assert load_cams(str(cam_dir / f'{names[0]}.npz'))[1].max() <= 1.0
     for backend, selection in (('sam', 'index2'), ('hq_sam', 'hq_official'),
                                ('robust_sam', 'robust'), ('robust_sam_clear', 'index2'),
-                               ('persam', 'persam')):
+                               ('persam', 'persam'), ('persam_f', 'persam_f')):
         cpm = dict(backend=dict(type=backend, model_type='tiny', checkpoint=None),
                    embedding_dir=emb_dir, selection=selection)
         out = tmp_path / f'pl_{backend}'

@@ -31,7 +31,7 @@ step it comes from.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -141,6 +141,19 @@ def mask_boxes(logits: torch.Tensor, input_sizes: torch.Tensor, original_sizes: 
     return boxes
 
 
+@dataclass
+class PromptContext:
+    """Per-prompt state of a PerSAM decode: image / class index, ``(N, 2)`` input and original
+    sizes, ``(N, h, w)`` similarity maps and their original-frame versions."""
+
+    img: torch.Tensor
+    cls: torch.Tensor
+    input_sizes: torch.Tensor
+    original_sizes: torch.Tensor
+    sim: torch.Tensor
+    sim_original: list[torch.Tensor]
+
+
 def _keep_previous(new: tuple[torch.Tensor, torch.Tensor],
                    old: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per prompt, the new ``(logits, iou)`` unless its mask is empty."""
@@ -229,52 +242,68 @@ class PerSamPromptBackend(SamPromptBackend):
         Raises:
             ValueError: When the prompts have no ``class_index`` (the reference is per class).
         """
-        if prompts.class_index is None:
-            raise ValueError('PerSAM needs each prompt\'s class_index (its reference map)')
-        feats = prepared.features
-        img = prompts.image_index.to(self.device)
-        cls = prompts.class_index.to(self.device)
-        sim = prepared.per_image['similarity'][img, cls]
-        input_sizes, original_sizes = feats.input_sizes[img], feats.original_sizes[img]
-        sim_original = similarity_in_original(sim, input_sizes, original_sizes, self.img_size)
-        prompts = self._with_prior(prompts, *location_prior(sim_original, original_sizes,
-                                                            self.img_size))
+        ctx = self.prompt_context(prepared, prompts)
+        prompts = self._with_prior(prompts, *location_prior(ctx.sim_original,
+                                                            ctx.original_sizes, self.img_size))
         guided = replace(prompts, extras=dict(
-            attn_sim=self.attention_prior(sim, sim_original, input_sizes),
-            target_embedding=prepared.per_image['target_embedding'][img, cls]))
+            attn_sim=self.attention_prior(ctx.sim, ctx.sim_original, ctx.input_sizes),
+            target_embedding=prepared.per_image['target_embedding'][ctx.img, ctx.cls]))
         step0 = self.decode_all(prepared, guided, SAM_OUTPUT_NAMES)
         best = select_masks(step0, 'single')
         step1 = self.decode_all(prepared, replace(prompts, mask_inputs=best[0][:, None]),
                                 SAM_OUTPUT_NAMES)
         best = _keep_previous(select_masks(step1, 'best_iou'), best)
-        boxes = mask_boxes(best[0], input_sizes, original_sizes, self.img_size)
-        step2 = self.decode_all(prepared, replace(prompts, boxes=boxes.float(),
-                                                  mask_inputs=best[0][:, None]),
-                                SAM_OUTPUT_NAMES)
-        logits, iou = _keep_previous(select_masks(step2, 'best_iou'), best)
+        logits, iou = self.refine_with_box(prepared, prompts, best, ctx)
         return MaskPrediction(logits=logits[:, None], iou=iou[:, None], names=self.output_names)
 
+    def prompt_context(self, prepared: PreparedFeatures, prompts: PromptBatch) -> PromptContext:
+        """Each prompt's image, class, frame sizes and similarity maps.
+
+        Raises:
+            ValueError: When the prompts have no ``class_index``.
+        """
+        if prompts.class_index is None:
+            raise ValueError(f'{type(self).__name__} needs each prompt\'s class_index (its '
+                             'reference map)')
+        feats = prepared.features
+        img = prompts.image_index.to(self.device)
+        cls = prompts.class_index.to(self.device)
+        sim = prepared.per_image['similarity'][img, cls]
+        input_sizes, original_sizes = feats.input_sizes[img], feats.original_sizes[img]
+        return PromptContext(img, cls, input_sizes, original_sizes, sim, similarity_in_original(
+            sim, input_sizes, original_sizes, self.img_size))
+
+    def refine_with_box(self, prepared: PreparedFeatures, prompts: PromptBatch,
+                        best: tuple[torch.Tensor, torch.Tensor],
+                        ctx: PromptContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """One cascade step: the points, the box of ``best``'s mask and its logits as mask
+        input, multimask, best IoU (an empty result keeps ``best``)."""
+        boxes = mask_boxes(best[0], ctx.input_sizes, ctx.original_sizes, self.img_size)
+        step = self.decode_all(prepared, replace(prompts, boxes=boxes.float(),
+                                                 mask_inputs=best[0][:, None]), SAM_OUTPUT_NAMES)
+        return _keep_previous(select_masks(step, 'best_iou'), best)
+
     def _with_prior(self, prompts: PromptBatch, pos: torch.Tensor,
-                    neg: torch.Tensor) -> PromptBatch:
-        """The prompts' points with the location prior's positive and negative point."""
+                    neg: torch.Tensor | None) -> PromptBatch:
+        """The prompts' points with the location prior's positive (and negative) point."""
         if self.location_prior == 'none':
             return prompts
-        prior = torch.stack([pos, neg], dim=1).to(prompts.points.dtype)
-        prior_labels = torch.tensor([1, 0]).expand(len(prompts), 2)
+        prior = (pos[:, None] if neg is None else torch.stack([pos, neg], dim=1)).to(
+            prompts.points.dtype)
+        m = prior.shape[1]
+        prior_labels = torch.tensor([1, 0][:m]).expand(len(prompts), m)
         if self.location_prior == 'replace':
             return replace(prompts, points=prior, labels=prior_labels.clone())
         # 'add': the prior after each prompt's own points (padding stays at the end)
         n, p = prompts.labels.shape
-        points = torch.zeros(n, p + 2, 2, dtype=prompts.points.dtype)
-        labels = torch.full((n, p + 2), -1, dtype=torch.long)
-        count = prompts.num_points
-        for i in range(n):
-            k = int(count[i])
+        points = torch.zeros(n, p + m, 2, dtype=prompts.points.dtype)
+        labels = torch.full((n, p + m), -1, dtype=torch.long)
+        for i, k in enumerate(prompts.num_points.tolist()):
             keep = prompts.labels[i] != -1
             points[i, :k] = prompts.points[i][keep]
             labels[i, :k] = prompts.labels[i][keep]
-            points[i, k:k + 2] = prior[i]
-            labels[i, k:k + 2] = prior_labels[i]
+            points[i, k:k + m] = prior[i]
+            labels[i, k:k + m] = prior_labels[i]
         return replace(prompts, points=points, labels=labels)
 
     def decode_group(self, prepared: PreparedFeatures, image_pe: torch.Tensor,
