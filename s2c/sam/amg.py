@@ -40,20 +40,28 @@ whatever the device; here every tensor stays on the model's device.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import product
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from segment_anything.modeling import Sam
 from torchvision.ops import batched_nms, box_area
 from tqdm import tqdm
 
+from s2c.structures import ImageFeatures, PromptBatch
+
+from .amg_geometry import (
+    box_near_crop_edge,
+    build_all_layer_point_grids,
+    generate_crop_boxes,
+    masks_to_boxes_xyxy,
+    remove_small_regions,
+)
+from .backends import PromptBackend, select_masks
 from .decoders import decode_tokens, predict_iou, predict_mask_logits
+from .encoder import early_block_index, encode_batch
 from .stability import stability_score
 from .transforms import (
     check_rgb_image,
@@ -61,99 +69,6 @@ from .transforms import (
     postprocess_logits,
     preprocess_image,
 )
-
-
-def build_point_grid(n_per_side: int) -> np.ndarray:
-    """``(n*n, 2)`` xy points at ``(i + 0.5) / n`` in ``[0, 1]^2``, x fastest."""
-    offset = 1.0 / (2 * n_per_side)
-    side = np.linspace(offset, 1 - offset, n_per_side)
-    xs, ys = np.meshgrid(side, side)
-    return np.stack([xs, ys], axis=-1).reshape(-1, 2)
-
-
-def build_all_layer_point_grids(n_per_side: int, n_layers: int,
-                                scale_per_layer: int) -> list[np.ndarray]:
-    """Point grids of crop layers ``0..n_layers`` (``int(n / scale**i)`` per side)."""
-    return [build_point_grid(int(n_per_side / (scale_per_layer**i))) for i in range(n_layers + 1)]
-
-
-def generate_crop_boxes(im_size: Sequence[int], n_layers: int,
-                        overlap_ratio: float) -> tuple[list[list[int]], list[int]]:
-    """Crop boxes (xyxy, original pixels) and their layer indices.
-
-    Layer 0 is the whole image; layer ``i >= 1`` has ``(2**i)**2`` overlapping
-    crops, listed x-major. Overlap of layer ``i``:
-    ``int(overlap_ratio * short_side * 2 / 2**i)`` pixels.
-    """
-    im_h, im_w = int(im_size[0]), int(im_size[1])
-    boxes, layers = [[0, 0, im_w, im_h]], [0]
-    for i in range(n_layers):
-        n = 2**(i + 1)
-        overlap = int(overlap_ratio * min(im_h, im_w) * (2 / n))
-        crop_w = int(math.ceil((overlap * (n - 1) + im_w) / n))
-        crop_h = int(math.ceil((overlap * (n - 1) + im_h) / n))
-        x0s = [int((crop_w - overlap) * k) for k in range(n)]
-        y0s = [int((crop_h - overlap) * k) for k in range(n)]
-        for x0, y0 in product(x0s, y0s):
-            boxes.append([x0, y0, min(x0 + crop_w, im_w), min(y0 + crop_h, im_h)])
-            layers.append(i + 1)
-    return boxes, layers
-
-
-def masks_to_boxes_xyxy(masks: torch.Tensor) -> torch.Tensor:
-    """Boxes ``(N, 4)`` int64 xyxy (inclusive pixel indices) of ``(N, H, W)`` bool masks.
-
-    An empty mask gives ``[0, 0, 0, 0]``.
-    """
-    n, h, w = masks.shape
-    if n == 0:
-        return torch.zeros((0, 4), dtype=torch.long, device=masks.device)
-    rows = masks.any(dim=2)  # (N, H)
-    cols = masks.any(dim=1)  # (N, W)
-    ar_h = torch.arange(h, device=masks.device)
-    ar_w = torch.arange(w, device=masks.device)
-    y1 = torch.where(rows, ar_h, -1).amax(dim=1)
-    y0 = torch.where(rows, ar_h, h).amin(dim=1)
-    x1 = torch.where(cols, ar_w, -1).amax(dim=1)
-    x0 = torch.where(cols, ar_w, w).amin(dim=1)
-    boxes = torch.stack([x0, y0, x1, y1], dim=1)
-    return boxes * rows.any(dim=1, keepdim=True)
-
-
-def box_near_crop_edge(boxes: torch.Tensor, crop_box: Sequence[int], orig_box: Sequence[int],
-                       atol: float = 20.0) -> torch.Tensor:
-    """``(N,)`` bool: a box (crop frame) lies within ``atol`` px of a crop edge that is
-    not also an image edge (original frame)."""
-    crop = torch.as_tensor(crop_box, dtype=torch.float, device=boxes.device)
-    orig = torch.as_tensor(orig_box, dtype=torch.float, device=boxes.device)
-    shift = torch.as_tensor([crop_box[0], crop_box[1]] * 2, device=boxes.device)
-    b = (boxes + shift).float()
-    near_crop = (b - crop).abs() <= atol
-    near_image = (b - orig).abs() <= atol
-    return (near_crop & ~near_image).any(dim=1)
-
-
-def remove_small_regions(mask: np.ndarray, area_thresh: float,
-                         mode: str) -> tuple[np.ndarray, bool]:
-    """Fill holes (``mode='holes'``) or drop islands (``'islands'``) under ``area_thresh`` px.
-
-    8-connected components (OpenCV). When every island is small, the largest
-    one is kept. Returns the new mask and whether it changed.
-    """
-    if mode not in ('holes', 'islands'):
-        raise ValueError(f"mode must be 'holes' or 'islands', got {mode!r}")
-    holes = mode == 'holes'
-    work = (mask ^ holes).astype(np.uint8)
-    n_labels, regions, stats, _ = cv2.connectedComponentsWithStats(work, 8)
-    sizes = stats[1:, cv2.CC_STAT_AREA]
-    small = [i + 1 for i, s in enumerate(sizes) if s < area_thresh]
-    if not small:
-        return mask, False
-    if holes:
-        fill = [0] + small
-    else:
-        fill = [i for i in range(1, n_labels) if i not in small] or [int(np.argmax(sizes)) + 1]
-    return np.isin(regions, fill), True
 
 
 @dataclass
@@ -228,6 +143,17 @@ class SamAMG:
         upsample_chunk: Prompts / masks upscaled per step (bounds memory; no
             effect on the output).
         progress: Show a progress bar over the decoder batches.
+        backend: Decode the points with this prompt back-end instead of
+            ``model``'s decoder (e.g. HQ-SAM, whose authors ship an AMG); ``model``
+            still encodes the image, so the back-end must hold the same image
+            encoder. One mask per point, chosen by ``selection``.
+        selection: The back-end's selection policy (e.g. ``'hq_official'``, what
+            HQ-SAM's AMG keeps); it must report a predicted IoU, which the AMG
+            filters and ranks by.
+
+    Raises:
+        ValueError: Bad grid / batch arguments; a back-end that needs reference
+            maps or a different image encoder; ``backend`` without ``selection``.
     """
 
     def __init__(self, model: Sam, points_per_side: int | None = 32, points_per_batch: int = 64,
@@ -238,7 +164,8 @@ class SamAMG:
                  crop_n_points_downscale_factor: int = 1,
                  point_grids: list[np.ndarray] | None = None, min_mask_region_area: int = 0,
                  fast_decoder: bool = True, upsample_chunk: int = 16,
-                 progress: bool = False) -> None:
+                 progress: bool = False, backend: PromptBackend | None = None,
+                 selection: str | None = None) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise ValueError('give exactly one of points_per_side and point_grids')
         if point_grids is None:
@@ -263,6 +190,14 @@ class SamAMG:
         self.fast_decoder = fast_decoder
         self.upsample_chunk = upsample_chunk
         self.progress = progress
+        if backend is not None:
+            if selection is None:
+                raise ValueError('an AMG back-end needs a selection policy (one mask per point)')
+            if 'reference' in backend.requires:
+                raise ValueError(f'{type(backend).__name__} needs reference maps, which '
+                                 'segment-everything does not have')
+        self.backend = backend
+        self.selection = selection
 
     @property
     def device(self) -> torch.device:
@@ -328,7 +263,15 @@ class SamAMG:
         x, input_size = preprocess_image(crop, img_size, device=self.device,
                                          pixel_mean=self.model.pixel_mean.flatten().tolist(),
                                          pixel_std=self.model.pixel_std.flatten().tolist())
-        features = self.model.image_encoder(x)
+        if self.backend is None:
+            features = self.model.image_encoder(x)
+        else:  # the back-end's per-image state, prepared once per crop
+            early = early_block_index(self.model) if 'early' in self.backend.requires else None
+            emb, early = encode_batch(self.model.image_encoder, x, early_block=early)
+            size = torch.tensor([list(input_size)])
+            features = self.backend.prepare(ImageFeatures(
+                embeddings=emb, input_sizes=size, original_sizes=torch.tensor([list(crop_size)]),
+                early=early, img_size=img_size))
         dense_pe = self.model.prompt_encoder.get_dense_pe()
         points_all = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
 
@@ -358,6 +301,9 @@ class SamAMG:
         # float64 coordinates, like the library (the prompt encoder divides in float64).
         coords = torch.as_tensor(original_to_input_coords(points, crop_size, img_size),
                                  device=self.device)
+        if self.backend is not None:
+            return self._finish_batch(*self._decode_backend(features, coords), points,
+                                      input_size, crop_box, crop_size, orig_size)
         labels = torch.ones(len(points), dtype=torch.int, device=self.device)
         sparse, dense = model.prompt_encoder(points=(coords[:, None, :], labels[:, None]),
                                              boxes=None, masks=None)
@@ -376,7 +322,32 @@ class SamAMG:
                 low_res = low_res[keep]
         if keep is not None:
             iou, pts = iou[keep], pts[keep]
+        return self._finish_batch(low_res, iou, pts, input_size, crop_box, crop_size,
+                                  orig_size)
 
+    def _decode_backend(self, prepared: Any, coords: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One mask per point from the back-end (``selection``), low-res logits and IoUs."""
+        n = len(coords)
+        prompts = PromptBatch(points=coords[:, None, :].cpu(),
+                              labels=torch.ones(n, 1, dtype=torch.long),
+                              image_index=torch.zeros(n, dtype=torch.long))
+        low_res, iou = select_masks(self.backend.decode(prepared, prompts), self.selection)
+        if torch.isnan(iou).any():
+            raise ValueError(f'selection {self.selection!r} of {type(self.backend).__name__} '
+                             'has no predicted IoU; the AMG filters and ranks masks by it')
+        return low_res.to(self.device), iou.to(self.device)
+
+    def _finish_batch(self, low_res: torch.Tensor, iou: torch.Tensor, pts: Any,
+                      input_size: tuple[int, int], crop_box: list[int],
+                      crop_size: Sequence[int], orig_size: Sequence[int]) -> dict[str, Any]:
+        """IoU filter (back-end masks), upsampling, stability, boxes, crop-edge filter."""
+        model = self.model
+        img_size = model.image_encoder.img_size
+        pts = torch.as_tensor(pts, device=self.device)
+        if self.backend is not None and self.pred_iou_thresh > 0.0:
+            keep = iou > self.pred_iou_thresh
+            low_res, iou, pts = low_res[keep], iou[keep], pts[keep]
         masks, stab = [], []
         t = model.mask_threshold
         for s in range(0, len(low_res), self.upsample_chunk):

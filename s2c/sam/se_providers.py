@@ -33,11 +33,12 @@ from segment_anything.modeling import Sam
 from skimage.segmentation import felzenszwalb, slic
 from torchvision.ops import batched_nms
 
-from s2c.registry import SE_PROVIDERS
+from s2c.registry import PROMPT_BACKENDS, SE_PROVIDERS
 from s2c.utils.hashing import checkpoint_sha256
 
 from .amg import SamAMG
-from .build import build_sam, sam_autocast
+from .backends import check_policy
+from .build import build_sam, encoder_id, sam_autocast
 from .se_map import check_overlap_rule, compose_se_map, renumber_se_map
 from .transforms import check_rgb_image
 
@@ -135,17 +136,56 @@ class SamAMGProvider(_SamProviderBase):
         autocast_dtype: None or ``'bf16'`` (CUDA only).
         fast_decoder: See :class:`s2c.sam.amg.SamAMG` (not part of ``params``:
             it does not change the output beyond float rounding).
+        backend: Optional ``PROMPT_BACKENDS`` config whose decoder makes the masks
+            (e.g. ``dict(type='hq_sam', model_type='vit_h', checkpoint=...)``:
+            HQ-SAM's segment-everything); it must hold ``sam``'s image encoder,
+            which still encodes the image.
+        selection: The back-end's policy, one mask per point (HQ-SAM's AMG:
+            ``'hq_official'``, the default with a back-end).
         **amg_kwargs: ``SamAutomaticMaskGenerator`` parameters
             (:data:`AMG_DEFAULTS`).
+
+    Raises:
+        ValueError: A back-end whose image encoder is not ``sam``'s.
     """
 
     name = 'sam_amg'
 
     def __init__(self, sam: Sam | dict[str, Any], overlap: str = 'smallest_on_top',
                  autocast_dtype: str | None = None, fast_decoder: bool = True,
+                 backend: dict[str, Any] | None = None, selection: str | None = None,
                  **amg_kwargs: Any) -> None:
         super().__init__(sam, overlap, autocast_dtype, **amg_kwargs)
-        self.generator = SamAMG(self.model, fast_decoder=fast_decoder, **self.amg_params)
+        self.backend_cfg, prompt_backend = None, None
+        if backend is not None:
+            self.backend_cfg = dict(backend)
+            selection = selection or 'hq_official'
+            prompt_backend = PROMPT_BACKENDS.build(dict(
+                self.backend_cfg, device=str(self.model.pixel_mean.device)))
+            check_policy(selection, prompt_backend.output_names)
+            own = encoder_id(getattr(self.model, 's2c_model_type', None) or
+                             self.backend_cfg.get('model_type', 'vit_h'),
+                             getattr(self.model, 's2c_checkpoint', None), model=self.model)
+            if prompt_backend.encoder_id != own:
+                raise ValueError(f'SE-map back-end {self.backend_cfg.get("type")!r} holds image '
+                                 f'encoder {prompt_backend.encoder_id}, the `sam` block encodes '
+                                 f'with {own}: use the same checkpoint family for both')
+        self.selection = selection
+        self.generator = SamAMG(self.model, fast_decoder=fast_decoder, backend=prompt_backend,
+                                selection=selection, **self.amg_params)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The SAM provider's parameters, plus the back-end and its policy when one is used."""
+        params = super().params
+        if self.backend_cfg is not None:
+            ckpt = self.backend_cfg.get('checkpoint')
+            params.update(backend=dict(
+                type=self.backend_cfg.get('type'), model_type=self.backend_cfg.get('model_type'),
+                checkpoint_sha256=checkpoint_sha256(ckpt) if ckpt else None,
+                seed=None if ckpt else self.backend_cfg.get('seed', 0)),
+                selection=self.selection)
+        return params
 
     def _masks(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         result = self.generator.generate_masks(image)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,6 +16,8 @@ from s2c.structures import ImageFeatures, PromptBatch
 
 with warnings.catch_warnings():  # timm's deprecation notices at import time
     warnings.simplefilter('ignore')
+    import segment_anything_hq.modeling as official_modeling
+    from segment_anything_hq import SamAutomaticMaskGenerator as OfficialAMG
     from segment_anything_hq.modeling import MaskDecoderHQ as OfficialMaskDecoderHQ
     from segment_anything_hq.modeling import TwoWayTransformer as OfficialTwoWayTransformer
 
@@ -143,3 +146,53 @@ def test_same_seed_same_encoder_and_unknown_variant():
                        hq.image_encoder.patch_embed.proj.weight)
     with pytest.raises(ValueError, match='variant'):
         build_sam('tiny', None, device='cpu', variant='hq')
+
+
+def test_hq_segment_everything_equals_the_authors_generator(hq_backend, tmp_path):
+    """SE maps through the HQ back-end: our AMG with backend='hq_sam' (policy hq_official)
+    gives the masks of the authors' SamAutomaticMaskGenerator, record by record."""
+    from functools import partial
+
+    from test_sam_amg import _blob_image
+
+    from s2c.registry import SE_PROVIDERS
+
+    sam = build_sam('tiny', None, device='cpu', seed=0, variant='hq_sam')
+    sam.mask_decoder.load_state_dict(hq_backend.mask_decoder.state_dict())
+    torch.save(sam.state_dict(), tmp_path / 'hq.pth')
+    m = official_modeling
+    theirs = m.Sam(
+        image_encoder=m.ImageEncoderViT(
+            depth=2, embed_dim=64, img_size=256, mlp_ratio=4,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=2, patch_size=16,
+            qkv_bias=True, use_rel_pos=True, global_attn_indexes=(0, ), window_size=14,
+            out_chans=256),
+        prompt_encoder=m.PromptEncoder(embed_dim=256, image_embedding_size=(16, 16),
+                                       input_image_size=(256, 256), mask_in_chans=16),
+        mask_decoder=OfficialMaskDecoderHQ(
+            num_multimask_outputs=3, transformer=OfficialTwoWayTransformer(
+                depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+            transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256, vit_dim=64),
+        pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375])
+    theirs.load_state_dict(sam.state_dict(), strict=True)
+    image = _blob_image()
+    amg = dict(points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+               box_nms_thresh=1.0)
+    with torch.no_grad():
+        ref = OfficialAMG(theirs.eval(), **amg).generate(image)
+    provider = SE_PROVIDERS.build(dict(
+        type='sam_amg', sam=sam, backend=dict(type='hq_sam', model_type='tiny',
+                                              checkpoint=str(tmp_path / 'hq.pth')), **amg))
+    ours = provider.generator.generate(image)
+    assert len(ours) == len(ref) == 36
+    for a, b in zip(ours, ref):
+        np.testing.assert_array_equal(a['segmentation'], b['segmentation'])
+        assert a['point_coords'] == b['point_coords']
+        assert abs(a['predicted_iou'] - b['predicted_iou']) < 1e-5
+    assert provider.params['backend']['type'] == 'hq_sam'
+    assert provider.params['selection'] == 'hq_official'
+    assert provider(image).max() >= 1
+    # a back-end with another image encoder is refused
+    with pytest.raises(ValueError, match='image encoder'):
+        SE_PROVIDERS.build(dict(type='sam_amg', sam=sam, backend=dict(
+            type='hq_sam', model_type='tiny', checkpoint=None, seed=5), **amg))

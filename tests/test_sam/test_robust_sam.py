@@ -168,3 +168,19 @@ def test_bn_mode_and_the_clear_path(robust):
     assert a.names == b.names and torch.equal(a.logits, b.logits) and torch.equal(a.iou, b.iou)
     # ... while the robust path does not use those outputs at all
     assert robust.output_names == ('robust', ) and robust.requires == frozenset({'early'})
+
+
+def test_segment_everything_needs_an_iou_and_no_reference(robust):
+    """The AMG ranks masks by predicted IoU: RobustSAM's robust output has none; PerSAM
+    needs reference maps, which segment-everything has not."""
+    from s2c.sam.amg import SamAMG
+    sam = build_sam('tiny', None, device='cpu', seed=0, variant='robust_sam')
+    amg = SamAMG(sam, points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                 backend=robust, selection='robust')
+    with pytest.raises(ValueError, match='no predicted IoU'):
+        amg.generate_masks(torch.zeros(64, 64, 3, dtype=torch.uint8).numpy())
+    persam = PROMPT_BACKENDS.build(dict(type='persam', model_type='tiny', seed=0, device='cpu'))
+    with pytest.raises(ValueError, match='reference maps'):
+        SamAMG(sam, points_per_side=2, backend=persam, selection='persam')
+    with pytest.raises(ValueError, match='selection policy'):
+        SamAMG(sam, points_per_side=2, backend=robust)

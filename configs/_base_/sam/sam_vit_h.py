@@ -10,6 +10,10 @@ sam = dict(model_type='vit_h', checkpoint='checkpoints/sam_vit_h_4b8939.pth', de
 # SamAutomaticMaskGenerator defaults (no crops).
 # overlap: 'smallest_on_top' (paper), 'highest_iou_on_top', or 'first_on_top' (official code:
 # the first mask the generator lists on top; equals 'highest_iou_on_top' without crop layers).
+# HQ-SAM's segment-everything instead: add to the provider
+#   backend=dict(type='hq_sam', model_type='vit_h', checkpoint='checkpoints/sam_hq_vit_h.pth'),
+#   selection='hq_official'
+# (it encodes with this `sam` block's encoder, which HQ-SAM shares) and use another se_map_dir.
 se_maps = dict(
     provider=dict(type='sam_amg', points_per_side=32, pred_iou_thresh=0.88,
                   stability_score_thresh=0.95, stability_score_offset=1.0, box_nms_thresh=0.7,
