@@ -55,6 +55,25 @@ def test_official_preset_selects_every_official_behaviour():
     assert cfg.optim_wrapper.optimizer.momentum == 0.0005
 
 
+@pytest.mark.parametrize('suffix,backend', [
+    ('', 'sam'), ('_hq-sam', 'hq_sam'), ('_robust-sam', 'robust_sam'),
+    ('_robust-sam-clear', 'robust_sam_clear'), ('_persam', 'persam'), ('_persam-f', 'persam_f')])
+def test_one_s2c_config_per_backend(suffix, backend):
+    """Each back-end's S2C config selects it with a policy it serves and, for the back-ends
+    that need the early ViT block, an embedding cache that has it."""
+    from s2c.registry import PROMPT_BACKENDS
+    from s2c.sam.backends import check_policy
+    cfg = load_config(S2C_VOC.replace('.py', f'{suffix}.py'))
+    cpm = cfg.model.cpm
+    assert cpm.backend.type == backend
+    built = PROMPT_BACKENDS.build(dict(cpm.backend, model_type='tiny', checkpoint=None,
+                                       device='cpu'))
+    check_policy(cpm.selection, built.output_names)
+    assert bool(cfg.sam_embeddings.early_features) == ('early' in built.requires)
+    if backend.startswith('robust'):   # RobustSAM's own encoder makes its embeddings
+        assert cfg.sam.variant == 'robust_sam' and cfg.sam.checkpoint == cpm.backend.checkpoint
+
+
 def test_missing_config_and_resume_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match='nope.py'):
         load_config(str(tmp_path / 'nope.py'))
