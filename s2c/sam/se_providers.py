@@ -89,7 +89,8 @@ class _SamProviderBase(SEProvider):
             autocast_dtype = cfg.pop('autocast_dtype', autocast_dtype)
             self.model = build_sam(cfg.pop('model_type'), cfg.pop('checkpoint', None),
                                    device=cfg.pop('device', 'auto'),
-                                   strict=cfg.pop('strict', True))
+                                   strict=cfg.pop('strict', True),
+                                   variant=cfg.pop('variant', 'sam'))
             if cfg:
                 raise TypeError(f'{self.name}: unknown sam config keys {sorted(cfg)}')
         elif isinstance(sam, Sam):
@@ -129,7 +130,8 @@ class SamAMGProvider(_SamProviderBase):
 
     Args:
         sam: A built SAM, or the ``sam`` config dict (``model_type``,
-            ``checkpoint``, ``device``, optional ``autocast_dtype``, ``strict``).
+            ``checkpoint``, ``device``, optional ``autocast_dtype``, ``strict``,
+            ``variant``).
         overlap: One of :data:`~s2c.sam.se_map.OVERLAP_RULES`: ``'smallest_on_top'``
             (paper), ``'highest_iou_on_top'`` or ``'first_on_top'`` (official
             code); see :mod:`s2c.sam.se_map`.

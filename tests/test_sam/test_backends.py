@@ -90,6 +90,12 @@ def test_backend_conformance(name):
         torch.testing.assert_close(pred.logits[rows], ref.logits, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(pred.iou[rows], ref.iou, atol=1e-5, rtol=1e-4,
                                    equal_nan=True)
+    # no prompt at all: an empty prediction, not an error
+    none = PromptBatch(points=torch.zeros(0, 1, 2), labels=torch.zeros(0, 1, dtype=torch.long),
+                       image_index=torch.zeros(0, dtype=torch.long),
+                       class_index=torch.zeros(0, dtype=torch.long))
+    empty = backend.decode(backend.prepare(feats), none)
+    assert empty.logits.shape == (0, m, 64, 64) and empty.names == pred.names
     # the back-end moves with .to() and decodes on its device
     backend.to('cpu')
     assert backend.device == torch.device('cpu')

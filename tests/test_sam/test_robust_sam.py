@@ -141,7 +141,7 @@ def test_per_sample_batch_norm_is_batch_norm_on_one_sample(robust):
 
 def test_token_block_is_the_official_channel_zero():
     """Official TokenBlock on one prompt: InstanceNorm1d twice over the 256 dims, view(4, 64),
-    MLP per row -> (4, 256); the predictor's output channel 0 is row 0."""
+    MLP per row -> (4, 256); Sam.predict's output channel 0 is row 0."""
     torch.manual_seed(0)
     block = TokenBlock(4, 256)
     token = torch.randn(3, 256) * 3 + 1

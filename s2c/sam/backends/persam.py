@@ -75,10 +75,11 @@ def target_maps(embeddings: torch.Tensor, references: torch.Tensor, threshold: f
     cells = embeddings.flatten(2)  # (B, C, hw)
     weights = region.flatten(2).to(cells.dtype)  # (B, K, hw)
     target = weights @ cells.transpose(1, 2) / weights.sum(dim=2, keepdim=True)
-    if reduce == 'mean_max':
-        masked = torch.where(region.flatten(2)[:, :, None, :], cells[:, None],
-                             torch.full_like(cells[:, None], float('-inf')))
-        target = target / 2 + masked.amax(dim=3) / 2
+    if reduce == 'mean_max':  # one reference at a time: (B, C, hw) instead of (B, K, C, hw)
+        flat = region.flatten(2)
+        top = torch.stack([torch.where(flat[:, j, None, :], cells, float('-inf')).amax(dim=2)
+                           for j in range(k)], dim=1)
+        target = target / 2 + top / 2
     elif reduce != 'mean':
         raise ValueError(f"reduce must be 'mean' or 'mean_max', got {reduce!r}")
     unit = target / target.norm(dim=-1, keepdim=True)
@@ -242,6 +243,8 @@ class PerSamPromptBackend(SamPromptBackend):
         Raises:
             ValueError: When the prompts have no ``class_index`` (the reference is per class).
         """
+        if len(prompts) == 0:
+            return self.empty_prediction(prepared)
         ctx = self.prompt_context(prepared, prompts)
         prompts = self._with_prior(prompts, *location_prior(ctx.sim_original,
                                                             ctx.original_sizes, self.img_size))
@@ -255,6 +258,12 @@ class PerSamPromptBackend(SamPromptBackend):
         best = _keep_previous(select_masks(step1, 'best_iou'), best)
         logits, iou = self.refine_with_box(prepared, prompts, best, ctx)
         return MaskPrediction(logits=logits[:, None], iou=iou[:, None], names=self.output_names)
+
+    def empty_prediction(self, prepared: PreparedFeatures) -> MaskPrediction:
+        """The prediction of no prompt: ``(0, 1, s, s)`` logits."""
+        side = prepared.features.embeddings.shape[-1] * 4
+        return MaskPrediction(logits=torch.zeros(0, 1, side, side, device=self.device),
+                              iou=torch.zeros(0, 1, device=self.device), names=self.output_names)
 
     def prompt_context(self, prepared: PreparedFeatures, prompts: PromptBatch) -> PromptContext:
         """Each prompt's image, class, frame sizes and similarity maps.

@@ -95,13 +95,14 @@ def fit_mask_weights(logits: torch.Tensor, targets: torch.Tensor, valid: torch.T
             combined = weighted_logits(logits, weights)
             loss = (dice_loss(combined, targets, valid)
                     + focal_loss(combined, targets, valid)).sum()
-            history.append(float(loss.detach()))
+            history.append(loss.detach())
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             scheduler.step()
     w = w.detach()
-    return torch.cat([1 - w.sum(dim=1, keepdim=True), w], dim=1), history
+    return (torch.cat([1 - w.sum(dim=1, keepdim=True), w], dim=1),
+            torch.stack(history).tolist() if history else [])
 
 
 @PROMPT_BACKENDS.register_module(name='persam_f')
@@ -163,6 +164,8 @@ class PerSamFPromptBackend(PerSamPromptBackend):
         Raises:
             ValueError: When the prompts have no ``class_index``.
         """
+        if len(prompts) == 0:
+            return self.empty_prediction(prepared)
         ctx = self.prompt_context(prepared, prompts)
         pos, _ = location_prior(ctx.sim_original, ctx.original_sizes, self.img_size)
         prompts = self._with_prior(prompts, pos, None)

@@ -15,10 +15,11 @@ from .selection import ROBUST_OUTPUT_NAMES
 class RobustSamPromptBackend(SamPromptBackend):
     """RobustSAM: SAM's prompt encoder and RobustSAM's robust decoding path.
 
-    One output, ``robust``: the mask RobustSAM's predictor returns
-    (``multimask_output=False``, ``clear=False``; see
-    :mod:`s2c.sam.decoders.robust`). Its IoU head was never trained for the
-    robust tokens, so no IoU is reported (NaN) and ``best_iou`` is refused.
+    One output, ``robust``: the mask of RobustSAM's robust path, as the authors'
+    ``Sam.predict`` / ``eval.py`` compute it (``clear=False``,
+    ``multimask_output=False``; see :mod:`s2c.sam.decoders.robust`). Its IoU
+    head was never trained for the robust tokens, so no IoU is reported (NaN)
+    and ``best_iou`` is refused.
 
     Requires the output of the first global-attention ViT block (``'early'``).
     RobustSAM's checkpoint holds its own image encoder: the embedding cache must
@@ -70,8 +71,9 @@ class RobustSamPromptBackend(SamPromptBackend):
 class RobustSamClearPromptBackend(SamPromptBackend):
     """RobustSAM's ``clear=True`` path: plain SAM decoding with RobustSAM's decoder weights.
 
-    The authors' code takes this path for clean images (and their automatic
-    mask generator always does); the anti-degradation blocks are not used.
+    The authors' ``SamPredictor`` (and so their automatic mask generator) takes
+    this path (``clear`` left at its default ``True``); the anti-degradation
+    blocks are not used.
     Outputs SAM's four channels with their IoUs (``index2`` works as with SAM).
 
     Args:

@@ -24,11 +24,12 @@ mask features = ``fourier_mask_features(upscaled) + robust features``; the
 logit = ``robust_mlp(token_mlp(chunk)) @ mask features``. In the official code
 ``TokenBlock`` instance-normalises each robust token twice over its 256
 dimensions and reshapes it to ``(4, 64)`` before its MLP, so one prompt yields
-16 outputs and the one the official predictor returns (``multimask_output=False``,
-channel 0) comes from the first 64 dimensions of robust token 0; more than one
-prompt per call crashes there. :func:`decode_batched_robust` computes exactly
-that output for any number of prompts. The IoU head is SAM's, never trained
-for the robust tokens: no IoU is reported.
+16 outputs and the one the authors' ``Sam.predict`` / ``eval.py`` keep
+(``multimask_output=False``, channel 0) comes from the first 64 dimensions of
+robust token 0; more than one prompt per call crashes there.
+:func:`decode_batched_robust` computes exactly that output for any number
+of prompts. The IoU head is SAM's, never trained for the robust tokens: no IoU
+is reported.
 
 BatchNorm: the authors' inference never calls ``.eval()``, so each BatchNorm
 normalises one sample (one image, or one prompt's mask features) with its own
@@ -257,7 +258,7 @@ def decode_batched_robust(decoder: MaskDecoderRobust, image_embeddings: torch.Te
                           features_robust: torch.Tensor, image_pe: torch.Tensor,
                           sparse: torch.Tensor, dense: torch.Tensor, image_index: torch.Tensor,
                           bn_mode: str = 'per_sample', chunk_size: int = 8) -> torch.Tensor:
-    """RobustSAM's mask for ``N`` prompts over ``B`` images (the official predictor's output).
+    """RobustSAM's robust mask for ``N`` prompts over ``B`` images (``Sam.predict``'s output).
 
     Args:
         decoder: The RobustSAM decoder.
