@@ -24,6 +24,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_job_args(parser)
     parser.add_argument('--provider', help=argparse.SUPPRESS)  # same flags as cache_se_maps.py
     parser.add_argument('--batch-size', type=int, default=1, help='images per encoder call')
+    parser.add_argument('--degradation', metavar='NAME:LEVEL',
+                        help='encode degraded images (s2c.datasets.degradations, levels 1-5) '
+                             'into --out (their own cache)')
+    parser.add_argument('--degradation-seed', type=int, default=0)
     return parser.parse_args(argv)
 
 

@@ -54,7 +54,9 @@ def run_cache_cli(job: Callable[..., JobSummary], args: argparse.Namespace,
         options = JobOptions(split=args.split, out=args.out, shard=args.shard,
                              overwrite=args.overwrite, verify=args.verify, repair=args.repair,
                              num_workers=args.workers, progress=not args.no_progress,
-                             batch_size=getattr(args, 'batch_size', 1))
+                             batch_size=getattr(args, 'batch_size', 1),
+                             degradation=getattr(args, 'degradation', None),
+                             degradation_seed=getattr(args, 'degradation_seed', 0))
         summary = job(cfg, options, **extra)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from s2c.datasets.degradations import degrade, parse_degradations
 from s2c.sam.build import build_sam, encoder_id
 from s2c.sam.encoder import early_block_index, encode_images
 from s2c.sam.transforms import get_preprocess_shape
@@ -93,7 +94,7 @@ def run_embedding_job(cfg: Mapping, options: JobOptions | None = None,
             ``train_dataloader.dataset`` (images) and ``model.cpm.embedding_dir``
             (the cache folder unless ``options.out``).
         options: :class:`~s2c.caches.runner.JobOptions` (split, out, shard,
-            overwrite, verify, repair, batch_size, workers, progress).
+            overwrite, verify, repair, batch_size, workers, progress, degradation).
         **overrides: Fields of ``options`` (e.g. ``out=..., batch_size=4``).
 
     Returns:
@@ -135,6 +136,14 @@ def run_embedding_job(cfg: Mapping, options: JobOptions | None = None,
                img_size=ident['img_size'], autocast_dtype=autocast, early_features=early,
                early_block=early_block, embedding_shape=emb_shape, early_shape=early_shape,
                dtype='float16')
+    transform = None
+    if options.degradation:  # degraded images: their own folder, keyed by the degradation
+        (name, level), = parse_degradations([options.degradation])
+        seed = int(options.degradation_seed)
+        key['degradation'] = dict(name=name, level=level, seed=seed)
+
+        def transform(image_id: str, image: np.ndarray) -> np.ndarray:
+            return degrade(image, name, level, seed=seed, key=image_id)
     expected = entry_dtype(emb_shape, early_shape)
     manifest = make_manifest(layout.EMBEDDING_KIND, EMBEDDING_FORMAT_VERSION, key, dict(
         images=paths.split_file, data_root=paths.data_root, bytes_per_entry=expected.itemsize,
@@ -159,7 +168,7 @@ def run_embedding_job(cfg: Mapping, options: JobOptions | None = None,
     job = CacheJob(layout.EMBEDDING_KIND, cache_dir, layout.EMBEDDING_SUFFIX, manifest,
                    entry_path, lambda name: check_entry(entry_path(name), expected, full=False),
                    _full_check(cache_dir, key, paths.image_path), compute,
-                   batch_size=options.batch_size)
+                   batch_size=options.batch_size, image_transform=transform)
     # repair runs after the folder is claimed, so the manifest on disk has this run's key
     return run_cache_job(job, paths, names, options)
 

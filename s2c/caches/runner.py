@@ -87,6 +87,10 @@ class JobOptions:
         batch_size: Images per model call (embedding job).
         num_workers: Image-decoding threads (0: decode inline).
         progress: Show progress bars.
+        degradation: ``'NAME:LEVEL'`` (:mod:`s2c.datasets.degradations`): the
+            embedding job encodes the degraded images (its own cache folder; the
+            degradation is part of the manifest key). Embedding job only.
+        degradation_seed: Seed of the degradation's random parts.
     """
 
     split: str | None = None
@@ -99,6 +103,8 @@ class JobOptions:
     batch_size: int = 1
     num_workers: int = 2
     progress: bool = True
+    degradation: str | None = None
+    degradation_seed: int = 0
 
     def __post_init__(self) -> None:
         self.shard = parse_shard(self.shard)
@@ -138,6 +144,8 @@ class CacheJob:
         full_check: Verify check ``name -> (tag, message)`` or ``None`` (tags
             :data:`MISSING`, :data:`BAD_ENTRY`, :data:`IMAGE_UNREADABLE`).
         compute: ``[(name, image)] -> [(name, error or None)]``; writes the entries.
+        image_transform: ``(name, image) -> image`` applied to each decoded image
+            before ``compute`` (e.g. a degradation), or ``None``.
         batch_size: Images per ``compute`` call.
     """
 
@@ -150,6 +158,7 @@ class CacheJob:
     full_check: Callable[[str], Problem | None]
     compute: Callable[[list[tuple[str, np.ndarray]]], list[tuple[str, str | None]]]
     batch_size: int = 1
+    image_transform: Callable[[str, np.ndarray], np.ndarray] | None = None
 
 
 def job_images(cfg: Any, options: JobOptions) -> tuple[DatasetPaths, list[str]]:
@@ -233,11 +242,13 @@ def _remedy(summary: JobSummary, suffix: str, max_files: int = 50) -> str:
     return '  remedy: ' + '; '.join(parts) + '.'
 
 
-def _prefetch(names: Sequence[str], paths: DatasetPaths, workers: int,
-              depth: int) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+def _prefetch(names: Sequence[str], paths: DatasetPaths, workers: int, depth: int,
+              transform: Callable[[str, np.ndarray], np.ndarray] | None = None
+              ) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
     """Yield ``(name, image or None, error or None)`` in order, decoding ahead in threads."""
     def read(name: str) -> np.ndarray:
-        return read_rgb_image(paths.image_path(name))
+        image = read_rgb_image(paths.image_path(name))
+        return image if transform is None else transform(name, image)
 
     if workers <= 0:
         for name in names:
@@ -383,7 +394,8 @@ def _compute(job: CacheJob, todo: list[str], paths: DatasetPaths, summary: JobSu
 
     try:
         depth = max(4, 2 * job.batch_size)
-        for name, image, err in _prefetch(todo, paths, options.num_workers, depth):
+        for name, image, err in _prefetch(todo, paths, options.num_workers, depth,
+                                          job.image_transform):
             if err is not None:
                 summary.fail(name, err, 'bad_image')
                 bar.update(1)

@@ -169,6 +169,8 @@ def run_se_map_job(cfg: Mapping, options: JobOptions | None = None, *,
         FileNotFoundError: With ``verify``, when the folder or its manifest does not exist.
     """
     options = JobOptions.of(options, **overrides)
+    if options.degradation:
+        raise ValueError('degradation applies to the embedding job only')
     if cfg.get('se_maps') is None:
         raise KeyError('the config has no `se_maps` block (see configs/_base_/sam/*.py)')
     se_cfg = dict(cfg['se_maps'])

@@ -469,6 +469,28 @@ def test_embedding_job_with_a_sam_variant(dataset, tmp_path):
                                   EmbeddingStore(vanilla).get(names[0])['embedding'])
 
 
+def test_embedding_job_of_degraded_images(dataset, tmp_path, tiny_sam):
+    """--degradation NAME:LEVEL encodes the degraded images into their own folder, keyed by the
+    degradation; entries equal encoding the degraded image directly; reruns resume."""
+    from s2c.datasets.degradations import degrade
+    root, names = dataset
+    out = str(tmp_path / 'emb_haze3')
+    summary = run_embedding_job(make_cfg(root), out=out, degradation='haze:3', progress=False)
+    assert summary.ok and len(summary.done) == len(names)
+    key = json.load(open(osp.join(out, 'manifest.json')))['key']
+    assert key['degradation'] == dict(name='haze', level=3, seed=0)
+    img = read_rgb_image(osp.join(root, 'JPEGImages', names[0] + '.jpg'))
+    ref = encode_images(tiny_sam, [degrade(img, 'haze', 3, seed=0, key=names[0])])
+    np.testing.assert_allclose(EmbeddingStore(out).get(names[0])['embedding'].astype(np.float32),
+                               ref.embeddings[0].numpy(), rtol=2 ** -11, atol=1e-6)
+    again = run_embedding_job(make_cfg(root), out=out, degradation='haze:3', progress=False)
+    assert len(again.skipped) == len(names) and not again.done
+    with pytest.raises(ManifestMismatchError):   # another level into the same folder
+        run_embedding_job(make_cfg(root), out=out, degradation='haze:4', progress=False)
+    with pytest.raises(ValueError, match='embedding job only'):
+        run_se_map_job(make_cfg(root), out=str(tmp_path / 'se'), degradation='haze:1')
+
+
 def test_resume_after_crash_mid_write(dataset, tmp_path):
     root, names = dataset
     out = str(tmp_path / 'emb')
