@@ -5,11 +5,13 @@ import os.path as osp
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from mmengine.config import Config
 
 from s2c.cam import S2C_SCALES, cam_manifest, infer_cam_dir, prepare_cam_dir
 from s2c.datasets import VOC_CLASSES, dataset_paths, load_cls_labels
+from s2c.datasets.degradations import degrade, parse_degradations
 from s2c.evaluation import evaluate_cam_dir
 from s2c.models.backbones.resnet38d import is_bn_counter
 from s2c.registry import MODELS
@@ -75,7 +77,9 @@ def build_classifier(cfg: Config, checkpoint: str, device: str | torch.device = 
 def run_cam_inference(cfg: Config, checkpoint: str, *, split: str = 'train',
                       out_dir: str | None = None, scales: Sequence[float] = S2C_SCALES,
                       flip: bool = True, overwrite: bool = False, device: str = 'auto',
-                      evaluate: bool = True, progress: bool = True) -> CamInferenceResult:
+                      evaluate: bool = True, progress: bool = True,
+                      degradation: str | None = None,
+                      degradation_seed: int = 0) -> CamInferenceResult:
     """Multi-scale CAMs for a split, then CAM mIoU with the background-threshold search.
 
     Args:
@@ -89,6 +93,9 @@ def run_cam_inference(cfg: Config, checkpoint: str, *, split: str = 'train',
         device: ``'auto'``, ``'cpu'`` or ``'cuda'``.
         evaluate: Score against the ground truth folder when it exists.
         progress: Show progress bars.
+        degradation: ``'NAME:LEVEL'``: CAMs of the degraded images
+            (:mod:`s2c.datasets.degradations`; part of the folder's manifest).
+        degradation_seed: Seed of its random parts.
 
     Returns:
         CamInferenceResult: The inference summary and, when evaluated, the
@@ -108,12 +115,21 @@ def run_cam_inference(cfg: Config, checkpoint: str, *, split: str = 'train',
         work_dir = cfg.get('work_dir') or osp.join('work_dirs', 'cams')
         out_dir = osp.join(work_dir, f'cams_{osp.splitext(osp.basename(paths.split_file))[0]}')
     model = build_classifier(cfg, checkpoint, device)
+    transform, degraded = None, None
+    if degradation:
+        (deg_name, level), = parse_degradations([degradation])
+        degraded = dict(name=deg_name, level=level, seed=int(degradation_seed))
+
+        def transform(image_id: str, image: np.ndarray) -> np.ndarray:
+            return degrade(image, deg_name, level, seed=degradation_seed, key=image_id)
+
     # the folder is keyed by what makes the CAMs: never resume into another model's CAMs
     prepare_cam_dir(out_dir, cam_manifest(checkpoint_sha256(checkpoint), scales, flip,
-                                          dict(checkpoint=osp.abspath(checkpoint))), overwrite)
+                                          dict(checkpoint=osp.abspath(checkpoint)), degraded),
+                    overwrite)
     summary = infer_cam_dir(model, names, paths.img_dir, labels, out_dir,
                             img_suffix=paths.img_suffix, scales=scales, flip=flip,
-                            overwrite=overwrite, progress=progress)
+                            overwrite=overwrite, progress=progress, image_transform=transform)
     result = CamInferenceResult(summary)
     if evaluate and osp.isdir(paths.seg_dir):
         classes = ds.get('classes') or VOC_CLASSES

@@ -123,7 +123,7 @@ CAM_FORMAT_VERSION = 1
 
 
 def cam_manifest(checkpoint_sha256: str, scales: Sequence[float], flip: bool,
-                 info: Mapping | None = None) -> dict:
+                 info: Mapping | None = None, degradation: Mapping | None = None) -> dict:
     """The manifest of a CAM folder (:mod:`s2c.utils.manifest` format).
 
     Args:
@@ -131,12 +131,16 @@ def cam_manifest(checkpoint_sha256: str, scales: Sequence[float], flip: bool,
         scales: Inference scales.
         flip: Whether mirrored views were added.
         info: Informational values (e.g. the checkpoint path).
+        degradation: ``dict(name, level, seed)`` when the images were degraded
+            (part of the key; absent for clean images).
 
     Returns:
-        dict: ``kind='cams'``, ``key`` = checkpoint SHA-256, scales, flip.
+        dict: ``kind='cams'``, ``key`` = checkpoint SHA-256, scales, flip (and degradation).
     """
     key = dict(checkpoint_sha256=checkpoint_sha256, scales=[float(s) for s in scales],
                flip=bool(flip))
+    if degradation:
+        key['degradation'] = dict(degradation)
     return make_manifest(CAM_KIND, CAM_FORMAT_VERSION, key, info)
 
 

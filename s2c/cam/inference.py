@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os.path as osp
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -78,7 +78,9 @@ def multiscale_cams(model: torch.nn.Module, image: np.ndarray, labels: np.ndarra
 def infer_cam_dir(model: torch.nn.Module, names: Sequence[str], img_dir: str,
                   cls_labels: Mapping[str, np.ndarray], out_dir: str, *,
                   img_suffix: str = '.jpg', scales: Sequence[float] = S2C_SCALES,
-                  flip: bool = True, overwrite: bool = False, progress: bool = True) -> JobSummary:
+                  flip: bool = True, overwrite: bool = False, progress: bool = True,
+                  image_transform: Callable[[str, np.ndarray], np.ndarray] | None = None
+                  ) -> JobSummary:
     """Write ``<out_dir>/<name>.npz`` CAMs (:mod:`s2c.cam.cam_io`) for ``names``.
 
     Existing files are skipped unless ``overwrite`` (claim the folder first with
@@ -98,6 +100,8 @@ def infer_cam_dir(model: torch.nn.Module, names: Sequence[str], img_dir: str,
         flip: Add the mirrored views.
         overwrite: Recompute existing files.
         progress: Show a progress bar.
+        image_transform: ``(name, image) -> image`` applied after reading (e.g. a
+            degradation), or ``None``.
 
     Returns:
         JobSummary: ``done``, ``skipped``, ``failures`` (reasons ``no_cls_label``,
@@ -116,6 +120,8 @@ def infer_cam_dir(model: torch.nn.Module, names: Sequence[str], img_dir: str,
             continue
         try:
             image = read_rgb_image(osp.join(img_dir, name + img_suffix))
+            if image_transform is not None:
+                image = image_transform(name, image)
         except (FileNotFoundError, ValueError) as e:
             summary.fail(name, str(e), 'bad_image')
             continue

@@ -37,7 +37,6 @@ import sys
 import numpy as np
 import torch
 from mmengine.config import DictAction
-from scipy import ndimage as ndi
 from tqdm import tqdm
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
@@ -45,7 +44,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 from s2c.apis import load_config  # noqa: E402
 from s2c.apis.test import build_classifier  # noqa: E402
 from s2c.caches import run_embedding_job  # noqa: E402
-from s2c.cam import batch_multiscale_cams  # noqa: E402
+from s2c.cam import batch_multiscale_cams, standin_cam  # noqa: E402
 from s2c.registry import DATASETS, MODELS  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -65,16 +64,15 @@ def official_variants(default_cpm: dict, official_cpm: dict) -> dict[str, dict]:
     return variants
 
 
-def gt_cams(samples: list[dict], labels: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
-    """``(B, C, H, W)`` CAM stand-ins in [0, 1) from the crops' ground truth (module docstring)."""
+def gt_cams(samples: list[dict], labels: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` CAM stand-ins in [0, 1) from the crops' ground truth
+    (:func:`s2c.cam.standin_cam`)."""
     b, c = labels.shape
     h, w = samples[0]['gt_seg'].shape
     cams = np.zeros((b, c, h, w), np.float32)
     for i, sample in enumerate(samples):
         for k in torch.nonzero(labels[i] > 0.5).flatten().tolist():
-            dist = ndi.gaussian_filter(ndi.distance_transform_edt(sample['gt_seg'] == k + 1),
-                                       sigma)
-            cams[i, k] = dist / (dist.max() + 1e-5)
+            cams[i, k] = standin_cam(sample['gt_seg'] == k + 1)
     return torch.from_numpy(cams)
 
 

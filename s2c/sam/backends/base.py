@@ -57,6 +57,8 @@ class PromptBackend(nn.Module):
     """
 
     output_names: tuple[str, ...] = ()
+    #: The selection policy to use when none is asked for (the back-end's own usual output).
+    default_selection: str = 'index2'
     requires: frozenset[str] = frozenset()
     img_size: int = 1024
     encoder_id: str = ''

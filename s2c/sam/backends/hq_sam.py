@@ -38,6 +38,7 @@ class HQSamPromptBackend(SamPromptBackend):
     """
 
     sam_variant = 'hq_sam'
+    default_selection = 'hq_official'
 
     def __init__(self, model_type: str = 'vit_h', checkpoint: str | None = None,
                  **kwargs) -> None:

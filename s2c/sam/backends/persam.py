@@ -187,6 +187,8 @@ class PerSamPromptBackend(SamPromptBackend):
         ValueError: For an unknown option value.
     """
 
+    default_selection = 'persam'
+
     def __init__(self, model_type: str = 'vit_h', checkpoint: str | None = None, *,
                  reference_threshold: float = 0.5, location_prior: str = 'add',
                  attn_sim_frame: str = 'input_frame', te_alias: str = 'official',

@@ -120,6 +120,8 @@ class PerSamFPromptBackend(PerSamPromptBackend):
         **kwargs: See :class:`~s2c.sam.backends.SamPromptBackend`.
     """
 
+    default_selection = 'persam_f'
+
     def __init__(self, model_type: str = 'vit_h', checkpoint: str | None = None, *,
                  reference_threshold: float = 0.5, location_prior: str = 'add',
                  fit_steps: int = 1000, fit_lr: float = 1e-3, **kwargs) -> None:

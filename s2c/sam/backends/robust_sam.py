@@ -40,6 +40,7 @@ class RobustSamPromptBackend(SamPromptBackend):
     """
 
     sam_variant = 'robust_sam'
+    default_selection = 'robust'
 
     def __init__(self, model_type: str = 'vit_h', checkpoint: str | None = None, *,
                  bn_mode: str = 'per_sample', chunk_size: int = 8, **kwargs) -> None:
