@@ -123,3 +123,23 @@ def test_missing_cache_names_the_command(setup, tmp_path):
     with pytest.raises(ValueError, match='checkpoint'):
         run_comparison(cfg, str(tmp / 'cams'), str(tmp_path / 'o'), degrade_cams=True,
                        split='val', references=[], progress=False)
+
+
+def test_training_rows_from_work_dirs(tmp_path):
+    """--from-work-dirs: tools/test.py's cam_eval.json first, else the last validation
+    cam/mIoU of MMEngine's scalars.json."""
+    from s2c.apis.compare import _training_row
+    a = tmp_path / 'run_hq'
+    (a / 'cams_train').mkdir(parents=True)
+    (a / 'cams_train' / 'cam_eval.json').write_text(json.dumps(
+        dict(miou=61.5, mprecision=70.0, mrecall=80.0, scored=1464, bg_threshold=0.3)))
+    row = _training_row(str(a))
+    assert (row.label, row.kind, row.miou, row.images) == ('training: run_hq', 'training',
+                                                           61.5, 1464)
+    b = tmp_path / 'run_sam' / '20261129_120000' / 'vis_data'
+    b.mkdir(parents=True)
+    (b / 'scalars.json').write_text('\n'.join(json.dumps(d) for d in (
+        {'loss': 1.0, 'step': 1}, {'cam/mIoU': 40.0, 'step': 5}, {'cam/mIoU': 45.5, 'step': 10})))
+    assert _training_row(str(tmp_path / 'run_sam')).miou == 45.5
+    with pytest.raises(FileNotFoundError, match='cam_eval.json'):
+        _training_row(str(tmp_path / 'nothing'))

@@ -170,3 +170,22 @@ def test_no_label_image_and_missing_ground_truth(demo_root, tmp_path):
         assert json.load(f)['bg_threshold'] is None
     with pytest.raises(ValueError, match='finite'):
         read_bg_threshold(osp.join(out, 'cam_eval.json'))
+
+
+def test_cams_of_degraded_images_have_their_own_key(demo_root, tmp_path):
+    """degradation='NAME:LEVEL': the images are degraded before inference (other CAMs) and
+    the folder's key names the degradation, so clean CAMs never resume into it."""
+    cfg = _demo_cfg(demo_root, tmp_path)
+    ckpt = _checkpoint(tmp_path / 'a.pth', 0)
+    kw = dict(split='val', scales=(1.0,), flip=False, device='cpu', evaluate=False)
+    run_cam_inference(cfg, ckpt, out_dir=str(tmp_path / 'clean'), **kw)
+    out = str(tmp_path / 'noise')
+    res = run_cam_inference(cfg, ckpt, out_dir=out, degradation='gaussian_noise:5', **kw)
+    assert len(res.summary.done) == 4
+    assert read_cam_manifest(out)['key']['degradation'] == dict(name='gaussian_noise', level=5,
+                                                                seed=0)
+    _, clean = load_cams(osp.join(tmp_path / 'clean', 'demo_00016.npz'))
+    _, noisy = load_cams(osp.join(out, 'demo_00016.npz'))
+    assert np.abs(clean.astype(np.float32) - noisy.astype(np.float32)).max() > 1e-3
+    with pytest.raises(ManifestMismatchError, match='degradation'):
+        run_cam_inference(cfg, ckpt, out_dir=out, **kw)
