@@ -12,13 +12,14 @@ into the same folder is refused unless ``overwrite``.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import multiprocessing as mp
 import os.path as osp
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,10 +114,17 @@ _WORKER_CFG: _JobConfig | None = None
 
 
 def _init_worker(cfg: _JobConfig) -> None:
-    """Pool initializer: remember the job config; one OpenCV thread per worker process."""
+    """Pool initializer: remember the job config; one OpenCV thread per worker process.
+
+    A forked worker inherits one thread already (:func:`_single_threaded_opencv` set it in
+    the parent before the fork) and must not reconfigure OpenCV's pool: the pool's locks
+    were copied from a multi-threaded parent, and tearing it down in the child can block
+    forever (seen as a hang in ``pthread_cond_destroy``).
+    """
     global _WORKER_CFG
     _WORKER_CFG = cfg
-    cv2.setNumThreads(1)
+    if cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)
 
 
 class _Fail(Exception):
@@ -200,6 +208,22 @@ def _pool_context() -> mp.context.BaseContext:
     if 'fork' in mp.get_all_start_methods() and not cuda_live:
         return mp.get_context('fork')
     return mp.get_context('spawn')
+
+
+@contextlib.contextmanager
+def _single_threaded_opencv() -> Iterator[None]:
+    """Run the body with OpenCV's thread pool at one thread, then restore the setting.
+
+    Forking while OpenCV's worker threads exist copies their locks in whatever state they
+    are in; a child that then touches the pool can deadlock. Shrinking the pool in the
+    parent first (a clean join of its threads) gives every forked worker a consistent one.
+    """
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
 
 
 def label_manifest(method: LabelMethod, ignore_below: float | None, cam_dir: str) -> dict:
@@ -305,8 +329,10 @@ def make_pseudo_labels(cam_dir: str, out_dir: str, names: Sequence[str],
                 collect(_process_one(name, cfg), bar)
     else:
         chunksize = max(1, min(16, len(todo) // (4 * workers)))
-        # The pool is forked before the progress bar starts its monitor thread.
-        with _pool_context().Pool(workers, initializer=_init_worker, initargs=(cfg,)) as pool, \
+        # The pool is forked with OpenCV single-threaded and before the progress bar starts
+        # its monitor thread, so no worker inherits a lock held by another thread.
+        with _single_threaded_opencv(), \
+                _pool_context().Pool(workers, initializer=_init_worker, initargs=(cfg,)) as pool, \
                 make_bar() as bar:
             for result in pool.imap_unordered(_process_one, todo, chunksize=chunksize):
                 collect(result, bar)

@@ -4,6 +4,9 @@ from __future__ import annotations
 import json
 import os
 import os.path as osp
+import subprocess
+import sys
+import textwrap
 
 import cv2
 import numpy as np
@@ -440,3 +443,26 @@ def test_job_refuses_labels_from_other_cams(tmp_path):
     assert make_pseudo_labels(d['cams'], out2, names, 'threshold', **kw).skipped == names
     with pytest.raises(ValueError, match='key.cams: folder has'):
         make_pseudo_labels(d2['cams'], out2, names, 'threshold', **kw)
+
+
+def test_workers_fork_safely_after_opencv_ran_threads(tmp_path):
+    """A parent whose OpenCV thread pool is live must still fork working workers (it hung in
+    ``pthread_cond_destroy`` when each forked worker reset OpenCV's inherited pool)."""
+    script = textwrap.dedent(f'''
+        import sys, cv2, numpy as np
+        sys.path.insert(0, {osp.dirname(__file__)!r})
+        from test_pseudo_label_job import _make_dataset
+        from s2c.pseudo_labels.job import make_pseudo_labels
+        cv2.setNumThreads(2)
+        for _ in range(3):
+            cv2.GaussianBlur(np.random.rand(2000, 2000).astype(np.float32), (31, 31), 5)
+        names, d, _ = _make_dataset({str(tmp_path)!r}, n=4)
+        s = make_pseudo_labels(d['cams'], {str(tmp_path / 'out')!r}, names, 'se_merge',
+                               se_dir=d['se'], img_dir=d['img'], bg_threshold=0.5, workers=2,
+                               progress=False)
+        assert s.ok and len(s.done) == 4, s
+        assert cv2.getNumThreads() == 2  # the caller's setting is restored
+    ''')
+    proc = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
