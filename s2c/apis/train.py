@@ -27,9 +27,11 @@ def train(cfg: Config, cache_cli_args: str = '') -> Runner:
     """
     check_caches(cfg, cache_cli_args)
     hooks = list(cfg.get('custom_hooks') or [])
-    if not any(h.get('type') in ('WeightsOnlyCheckpointHook', WeightsOnlyCheckpointHook)
+    if not any(h.get('type') in ('WeightsOnlyCheckpointHook', 's2c.WeightsOnlyCheckpointHook',
+                                 WeightsOnlyCheckpointHook)
                for h in hooks):
-        hooks.append(dict(type='WeightsOnlyCheckpointHook'))  # --resume under torch >= 2.6
+        # Scoped name: also found from another default scope (mmseg configs).
+        hooks.append(dict(type='s2c.WeightsOnlyCheckpointHook'))  # --resume under torch >= 2.6
     cfg.custom_hooks = hooks
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.train()

@@ -1,0 +1,60 @@
+"""Train a segmentation network (DeepLab, mmseg) on pseudo-labels.
+
+Usage:
+    python tools/train_seg.py CONFIG [--pseudo-labels DIR] [--work-dir DIR] [--resume [CKPT]]
+        [--amp] [--data-root DIR] [--cfg-options k=v ...] [--launcher {none,pytorch,slurm}]
+Multi-GPU: tools/dist_train.sh CONFIG GPUS [options] (torchrun + --launcher pytorch).
+Before iteration 1 every training image must have a pseudo-label PNG in the folder (the error
+names the missing ones and the command that writes them).
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmengine.config import DictAction  # noqa: E402
+
+from s2c.apis import build_train_config  # noqa: E402
+from s2c.apis.segmentation import set_pseudo_label_dir, train_segmentor  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='a configs/deeplab config')
+    parser.add_argument('--pseudo-labels', metavar='DIR',
+                        help='pseudo-label PNG folder of the training list (tools/'
+                             'make_pseudo_labels.py --out); default: the config\'s')
+    parser.add_argument('--work-dir', help='output folder (default work_dirs/<config name>)')
+    parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='CKPT',
+                        help='resume from CKPT, or from the latest checkpoint of the work dir')
+    parser.add_argument('--amp', action='store_true', help='mixed precision (CUDA)')
+    parser.add_argument('--data-root', help='set data_root of every dataset')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, e.g. train_cfg.max_iters=4')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        cfg = build_train_config(args.config, work_dir=args.work_dir, resume=args.resume,
+                                 amp=args.amp, cfg_options=args.cfg_options,
+                                 launcher=args.launcher, data_root=args.data_root)
+        if args.pseudo_labels:
+            set_pseudo_label_dir(cfg, args.pseudo_labels)
+        train_segmentor(cfg)
+    except (FileNotFoundError, RuntimeError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == '__main__':
+    main()
