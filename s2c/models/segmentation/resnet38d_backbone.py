@@ -16,8 +16,9 @@ class SegResNet38d(ResNet38d):
 
     Registered in mmseg's registry as ``ResNet38d``; the arguments are those of
     :class:`~s2c.models.backbones.ResNet38d` (``width``, ``out_stages``, ``frozen_stages``,
-    ``freeze_bn``, ``dropout``, ``pretrained``). The DeepLabV3 config freezes ``conv1a`` and every BatchNorm (ImageNet
-    statistics), as the ResNet-38 segmentation recipe of the PSA/SEAM family does.
+    ``freeze_bn``, ``dropout``, ``pretrained``). The DeepLabV3 config freezes ``conv1a`` and
+    every BatchNorm (ImageNet statistics), as the ResNet-38 segmentation recipe of the
+    PSA/SEAM family does.
 
     Shapes:
         ``forward(x)``: ``x`` ``(B, 3, H, W)`` normalised image -> a tuple of the requested
