@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import init_default_scope
+from mmengine.registry import DefaultScope
 from mmengine.structures import PixelData
 from mmseg.registry import MODELS as SEG_MODELS
 from mmseg.structures import SegDataSample
@@ -25,6 +25,13 @@ from s2c.apis.segmentation import (
 )
 from s2c.datasets import read_split
 from s2c.evaluation.folder_eval import evaluate_folder
+
+
+@pytest.fixture(autouse=True)
+def mmseg_scope():
+    """Build in mmseg's scope (as its Runner does), whatever scope earlier tests left."""
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        yield
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 V2 = osp.join(REPO, 'configs/deeplab/deeplabv2_r101-d8_1xb10-20k_voc12aug-pseudo-321x321.py')
@@ -61,7 +68,6 @@ def _batch(size: int) -> dict:
 @pytest.mark.parametrize('config', [V2, V2_CAFFE, V3_WR38], ids=['v2', 'v2-caffe', 'v3-wr38d'])
 def test_config_builds_and_trains_one_step(config):
     cfg = load_config(config, cfg_options=SMALL[config])
-    init_default_scope('mmseg')
     model = SEG_MODELS.build(cfg.model)
     model.init_weights()
     model.train()  # as the Runner does: frozen BatchNorm goes back to eval mode
@@ -89,7 +95,6 @@ def test_config_builds_and_trains_one_step(config):
 
 def test_deeplabv2_optimiser_follows_the_protocol():
     cfg = load_config(V2, cfg_options=SMALL[V2])
-    init_default_scope('mmseg')
     model = SEG_MODELS.build(cfg.model)
     wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     base = cfg.optim_wrapper.optimizer.lr

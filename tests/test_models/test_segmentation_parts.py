@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from mmengine.registry import DefaultScope
 from mmengine.structures import PixelData
 from mmseg.models.backbones import ResNet
 from mmseg.registry import MODELS as SEG_MODELS
@@ -28,6 +29,13 @@ from s2c.models.segmentation import (
 from s2c.models.segmentation.tta_crf import crf_params
 from s2c.registry import MODELS as S2C_MODELS
 from s2c.utils.checkpoint import load_state_dict_strict
+
+
+@pytest.fixture(autouse=True)
+def mmseg_scope():
+    """Build in mmseg's scope (as its Runner does), whatever scope earlier tests left."""
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        yield
 
 
 # ----------------------------------------------------------------------------- DLV2Head
@@ -77,8 +85,9 @@ def test_class_balanced_ce_by_hand():
 # ----------------------------------------------------------------------------- ResNet38d
 def test_resnet38d_in_mmseg_loads_the_classifiers_state_dict():
     torch.manual_seed(0)
-    classifier = S2C_MODELS.build(dict(type='CAMClassifier', backbone=dict(
-        type='ResNet38d', width=0.0625), num_classes=20, feat_dim=16))
+    with DefaultScope.overwrite_default_scope('s2c'):
+        classifier = S2C_MODELS.build(dict(type='CAMClassifier', backbone=dict(
+            type='ResNet38d', width=0.0625), num_classes=20, feat_dim=16))
     classifier.init_weights()
     state = {k[len('backbone.'):]: v for k, v in classifier.state_dict().items()
              if k.startswith('backbone.')}
