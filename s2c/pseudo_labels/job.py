@@ -12,18 +12,14 @@ into the same folder is refused unless ``overwrite``.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import multiprocessing as mp
 import os.path as osp
-import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
@@ -35,6 +31,7 @@ from s2c.utils.job_summary import JobSummary
 from s2c.utils.label_io import save_label_png
 from s2c.utils.manifest import claim_folder, make_manifest, manifest_id
 from s2c.utils.se_map_io import load_se_map
+from s2c.utils.workers import worker_pool
 
 from .methods import LabelInputs, LabelMethod
 from .rules import apply_ignore
@@ -114,17 +111,9 @@ _WORKER_CFG: _JobConfig | None = None
 
 
 def _init_worker(cfg: _JobConfig) -> None:
-    """Pool initializer: remember the job config; one OpenCV thread per worker process.
-
-    A forked worker inherits one thread already (:func:`_single_threaded_opencv` set it in
-    the parent before the fork) and must not reconfigure OpenCV's pool: the pool's locks
-    were copied from a multi-threaded parent, and tearing it down in the child can block
-    forever (seen as a hang in ``pthread_cond_destroy``).
-    """
+    """Pool initializer: remember the job config."""
     global _WORKER_CFG
     _WORKER_CFG = cfg
-    if cv2.getNumThreads() != 1:
-        cv2.setNumThreads(1)
 
 
 class _Fail(Exception):
@@ -200,32 +189,6 @@ def _process_one(name: str, cfg: _JobConfig | None = None) -> tuple[str, str | N
 
 
 # ----------------------------------------------------------------------------- driver
-def _pool_context() -> mp.context.BaseContext:
-    """``fork`` where available and CUDA is not initialised (workers start at once, without
-    re-importing torch), else ``spawn`` (each worker imports s2c first: a few seconds)."""
-    torch = sys.modules.get('torch')
-    cuda_live = torch is not None and torch.cuda.is_initialized()
-    if 'fork' in mp.get_all_start_methods() and not cuda_live:
-        return mp.get_context('fork')
-    return mp.get_context('spawn')
-
-
-@contextlib.contextmanager
-def _single_threaded_opencv() -> Iterator[None]:
-    """Run the body with OpenCV's thread pool at one thread, then restore the setting.
-
-    Forking while OpenCV's worker threads exist copies their locks in whatever state they
-    are in; a child that then touches the pool can deadlock. Shrinking the pool in the
-    parent first (a clean join of its threads) gives every forked worker a consistent one.
-    """
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(before)
-
-
 def label_manifest(method: LabelMethod, ignore_below: float | None, cam_dir: str) -> dict:
     """The manifest of a pseudo-label folder: method, parameters, ``ignore_below`` and
     which CAMs (the id of the CAM folder's manifest, else the folder's path)."""
@@ -329,11 +292,8 @@ def make_pseudo_labels(cam_dir: str, out_dir: str, names: Sequence[str],
                 collect(_process_one(name, cfg), bar)
     else:
         chunksize = max(1, min(16, len(todo) // (4 * workers)))
-        # The pool is forked with OpenCV single-threaded and before the progress bar starts
-        # its monitor thread, so no worker inherits a lock held by another thread.
-        with _single_threaded_opencv(), \
-                _pool_context().Pool(workers, initializer=_init_worker, initargs=(cfg,)) as pool, \
-                make_bar() as bar:
+        # The pool is made before the progress bar starts its monitor thread.
+        with worker_pool(workers, _init_worker, (cfg,)) as pool, make_bar() as bar:
             for result in pool.imap_unordered(_process_one, todo, chunksize=chunksize):
                 collect(result, bar)
     summary.wall_s = time.perf_counter() - start
