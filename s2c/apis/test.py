@@ -10,7 +10,7 @@ import torch
 from mmengine.config import Config
 
 from s2c.cam import S2C_SCALES, cam_manifest, infer_cam_dir, prepare_cam_dir
-from s2c.datasets import VOC_CLASSES, dataset_paths, load_cls_labels
+from s2c.datasets import dataset_class_names, dataset_paths, load_cls_labels
 from s2c.datasets.degradations import degrade, parse_degradations
 from s2c.evaluation import evaluate_cam_dir
 from s2c.models.backbones.resnet38d import is_bn_counter
@@ -132,7 +132,7 @@ def run_cam_inference(cfg: Config, checkpoint: str, *, split: str = 'train',
                             overwrite=overwrite, progress=progress, image_transform=transform)
     result = CamInferenceResult(summary)
     if evaluate and osp.isdir(paths.seg_dir):
-        classes = ds.get('classes') or VOC_CLASSES
+        classes = dataset_class_names(ds)
         failed = summary.failed
         ok = [n for n in names if n not in failed]
         ev = evaluate_cam_dir(out_dir, paths.seg_dir, ok, num_classes=len(classes) + 1,

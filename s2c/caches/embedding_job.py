@@ -28,7 +28,13 @@ from s2c.utils.job_summary import JobSummary
 from s2c.utils.manifest import make_manifest, write_manifest
 
 from . import layout
-from .embedding_store import EMBEDDING_FORMAT_VERSION, check_entry, entry_dtype, save_entry
+from .embedding_store import (
+    EMBEDDING_FORMAT_VERSION,
+    check_entry,
+    entry_dtype,
+    entry_nbytes,
+    save_entry,
+)
 from .job_sam import RANDOM_INIT_SEED, build_job_sam, sam_block, sam_info
 from .runner import (
     BAD_ENTRY,
@@ -168,7 +174,8 @@ def run_embedding_job(cfg: Mapping, options: JobOptions | None = None,
     job = CacheJob(layout.EMBEDDING_KIND, cache_dir, layout.EMBEDDING_SUFFIX, manifest,
                    entry_path, lambda name: check_entry(entry_path(name), expected, full=False),
                    _full_check(cache_dir, key, paths.image_path), compute,
-                   batch_size=options.batch_size, image_transform=transform)
+                   batch_size=options.batch_size, image_transform=transform,
+                   entry_bytes=entry_nbytes(emb_shape, early_shape))
     # repair runs after the folder is claimed, so the manifest on disk has this run's key
     return run_cache_job(job, paths, names, options)
 

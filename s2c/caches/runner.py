@@ -52,9 +52,9 @@ from tqdm import tqdm
 from s2c.datasets.paths import DatasetPaths, dataset_paths
 from s2c.utils.device import resolve_device
 from s2c.utils.dist import dist_rank_world, parse_shard, select_names
-from s2c.utils.fileio import TMP_PREFIX, clean_stale_tmp
+from s2c.utils.fileio import TMP_PREFIX, check_free_space, clean_stale_tmp
 from s2c.utils.image_io import read_rgb_image
-from s2c.utils.job_summary import JobSummary
+from s2c.utils.job_summary import JobSummary, format_bytes
 from s2c.utils.manifest import MANIFEST_NAME, claim_folder, entry_files, read_manifest
 
 from .layout import CACHE_TOOLS, train_dataset_cfg
@@ -147,6 +147,8 @@ class CacheJob:
         image_transform: ``(name, image) -> image`` applied to each decoded image
             before ``compute`` (e.g. a degradation), or ``None``.
         batch_size: Images per ``compute`` call.
+        entry_bytes: Expected size of one entry on disk (an upper estimate; 0 = unknown):
+            a run that would not fit on the cache's disk is refused before it starts.
     """
 
     kind: str
@@ -159,6 +161,7 @@ class CacheJob:
     compute: Callable[[list[tuple[str, np.ndarray]]], list[tuple[str, str | None]]]
     batch_size: int = 1
     image_transform: Callable[[str, np.ndarray], np.ndarray] | None = None
+    entry_bytes: int = 0
 
 
 def job_images(cfg: Any, options: JobOptions) -> tuple[DatasetPaths, list[str]]:
@@ -349,6 +352,11 @@ def run_cache_job(job: CacheJob, paths: DatasetPaths, names: Sequence[str],
     if options.verify_only:
         _verify(job, mine, summary, bar_kw)
     else:
+        # Before anything is written: would the entries still missing fit on the disk?
+        have = 0 if options.overwrite else _size_on_disk(job.cache_dir, job.suffix)[1]
+        need = max(0, len(mine) - have) * job.entry_bytes
+        free = check_free_space(job.cache_dir, need, f'{len(mine) - have:,} {job.kind} '
+                                'entries') if need else 0
         replaced = claim_folder(job.cache_dir, job.manifest, what='a cache',
                                 entry_suffix=job.suffix, overwrite=options.overwrite,
                                 delete_on_replace=True, rank=rank)
@@ -361,8 +369,11 @@ def run_cache_job(job: CacheJob, paths: DatasetPaths, names: Sequence[str],
             todo = list(mine)
         else:
             todo = _todo(job, mine, summary, repair, bar_kw)
+        size = ''
+        if need:
+            size = f', about {format_bytes(need)} to write ({format_bytes(free)} free)'
         print_log(f'[{job.kind}] {job.cache_dir}: {len(mine)} images, {len(summary.skipped)} '
-                  f'already cached, {len(todo)} to compute'
+                  f'already cached, {len(todo)} to compute{size}'
                   + (f' ({len(summary.repaired)} bad entries deleted)' if repair else ''),
                   logger='current', level=logging.INFO)
         _compute(job, todo, paths, summary, options, bar_kw)

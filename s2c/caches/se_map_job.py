@@ -45,6 +45,11 @@ SE_MAP_FORMAT_VERSION = 1
 _PNG16_MODES = ('I;16', 'I;16B', 'I;16L', 'I')
 
 
+#: Upper estimate of one SE map on disk (uint16 PNG; measured 1-60 KiB on VOC), for the
+#: disk-space check before a job starts.
+SE_MAP_BYTES_ESTIMATE = 64 * 1024
+
+
 def provider_uses_sam(provider_type: str) -> bool:
     """Whether a registered SE provider runs SAM (its class has ``uses_sam = True`` or
     its constructor takes ``sam``), so that its cache key includes the SAM model.
@@ -225,5 +230,5 @@ def run_se_map_job(cfg: Mapping, options: JobOptions | None = None, *,
         return results
 
     job = CacheJob(layout.SE_MAP_KIND, cache_dir, layout.SE_MAP_SUFFIX, manifest, entry_path,
-                   quick_check, full_check, compute)
+                   quick_check, full_check, compute, entry_bytes=SE_MAP_BYTES_ESTIMATE)
     return run_cache_job(job, paths, names, options)

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from s2c.utils.fileio import atomic_write
+
 
 def load_cls_labels(source: str | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Image-level labels as ``name -> (C,) float32`` multi-hot over the foreground classes.
@@ -35,3 +37,15 @@ def load_cls_labels(source: str | Mapping[str, np.ndarray]) -> dict[str, np.ndar
     if not isinstance(labels, dict):
         raise ValueError(f'{source} holds a {type(labels).__name__}, expected a dict')
     return {k: np.asarray(v, dtype=np.float32).reshape(-1) for k, v in labels.items()}
+
+
+def save_cls_labels(path: str, labels: Mapping[str, np.ndarray]) -> None:
+    """Write ``name -> (C,) float32`` labels as a PSA-style ``cls_labels.npy``, atomically.
+
+    Args:
+        path: Output file (its folder is created).
+        labels: Image id -> multi-hot vector over the foreground classes.
+    """
+    data = {k: np.asarray(v, dtype=np.float32).reshape(-1) for k, v in labels.items()}
+    with atomic_write(path) as tmp, open(tmp, 'wb') as f:
+        np.save(f, data, allow_pickle=True)

@@ -5,6 +5,8 @@ inside wrappers such as ``RepeatDataset``) gives ``data_root`` and, relative
 to it unless absolute: ``ann_file`` (the image list), ``img_dir`` (mmseg-style
 ``data_prefix.img_path`` works too; default ``JPEGImages``), ``img_suffix``
 (default ``.jpg``), ``seg_dir`` (ground truth, default ``SegmentationClass``),
+``split_dirs`` (per split name, ``img_dir`` / ``seg_dir`` overrides: COCO keeps train and
+val images in ``train2014/`` and ``val2014/``),
 ``se_map_dir`` (the SE-map cache) and ``cls_labels`` (default ``cls_labels.npy``).
 """
 from __future__ import annotations
@@ -124,9 +126,13 @@ def dataset_paths(dataset_cfg: Any, *, split: str | None = None, data_root: str 
     else:
         lst = None
     prefix = ds.get('data_prefix') or {}
-    images = img_dir or under_root(ds.get('img_dir') or prefix.get('img_path') or 'JPEGImages')
+    per_split = (ds.get('split_dirs') or {}).get(split) or {} if split is not None else {}
+    images = img_dir or under_root(per_split.get('img_dir') or ds.get('img_dir')
+                                   or prefix.get('img_path') or 'JPEGImages')
+    seg = (per_split.get('seg_dir') or ds.get('seg_dir') or prefix.get('seg_map_path')
+           or 'SegmentationClass')
     return DatasetPaths(
         data_root=root, split_file=lst, img_dir=images, img_suffix=ds.get('img_suffix') or '.jpg',
-        seg_dir=under_root(ds.get('seg_dir') or prefix.get('seg_map_path') or 'SegmentationClass'),
+        seg_dir=under_root(seg),
         se_map_dir=under_root(ds.get('se_map_dir')),
         cls_labels_file=under_root(ds.get('cls_labels') or 'cls_labels.npy'))

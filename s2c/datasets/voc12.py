@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import os.path as osp
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
@@ -45,6 +45,8 @@ class VOC12ClsDataset(BaseDataset):
         seg_dir: Ground-truth folder (relative) for evaluation, or ``None``.
         se_map_dir: Folder of cached SE maps (``<name>.png``), or ``None``.
         classes: Foreground class names (default: the 20 VOC classes).
+        split_dirs: Split name -> ``dict(img_dir=..., seg_dir=...)`` for the tools that take
+            ``--split`` (:func:`~s2c.datasets.dataset_paths`); not used by the dataset.
         pipeline: Transform configs.
         **kwargs: Passed to :class:`mmengine.dataset.BaseDataset`.
     """
@@ -55,7 +57,9 @@ class VOC12ClsDataset(BaseDataset):
                  cls_labels: str = 'cls_labels.npy', img_dir: str = 'JPEGImages',
                  img_suffix: str = '.jpg', seg_dir: str | None = None,
                  se_map_dir: str | None = None, classes: Sequence[str] | None = None,
+                 split_dirs: Mapping[str, Mapping[str, str]] | None = None,
                  pipeline: Sequence = (), **kwargs) -> None:
+        self.split_dirs = dict(split_dirs or {})
         self.cls_labels_file = cls_labels
         self.img_dir = img_dir
         self.img_suffix = img_suffix

@@ -12,12 +12,15 @@ import contextlib
 import json
 import os
 import os.path as osp
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+
+from .job_summary import format_bytes
 
 #: Prefix of the temporary files (hidden, skipped by every entry listing).
 TMP_PREFIX = '.tmp-'
@@ -100,3 +103,35 @@ def clean_stale_tmp(folder: str, max_age_s: float | None = None) -> int:
                 os.remove(entry.path)
                 removed += 1
     return removed
+
+
+class InsufficientDiskSpaceError(OSError):
+    """A job would not fit on the disk of its output folder (nothing was written)."""
+
+
+def check_free_space(folder: str, need_bytes: int, what: str, margin: float = 1.05) -> int:
+    """Refuse a job whose output would not fit in ``folder``'s file system.
+
+    Args:
+        folder: Output folder (may not exist yet: its nearest existing parent is measured).
+        need_bytes: Expected bytes the job writes.
+        what: What is written, for the message (e.g. ``'82,081 embeddings'``).
+        margin: Required free space = ``need_bytes * margin``.
+
+    Returns:
+        int: Free bytes.
+
+    Raises:
+        InsufficientDiskSpaceError: Naming the folder, the need, the free space and the fix.
+    """
+    probe = osp.abspath(folder)
+    while not osp.isdir(probe) and osp.dirname(probe) != probe:
+        probe = osp.dirname(probe)
+    free = shutil.disk_usage(probe).free
+    if need_bytes * margin > free:
+        raise InsufficientDiskSpaceError(
+            f'{what} need about {format_bytes(need_bytes)} in {folder}, but only '
+            f'{format_bytes(free)} is free there: free space, write the cache to a larger '
+            "disk (--out, or the config's folder), or split the job over machines with "
+            '--shard I/N')
+    return free

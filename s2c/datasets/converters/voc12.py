@@ -45,6 +45,7 @@ from s2c.utils import atomic_write, load_label_png
 from s2c.utils.job_summary import FailureLog
 
 from ..class_names import VOC_CLASSES
+from ..cls_labels import save_cls_labels
 from ..split import read_split
 
 SPLIT_DIR = 'ImageSets/Segmentation'
@@ -382,8 +383,7 @@ def convert_voc12(root: str, sbd_root: str | None = None,
     if labels or not failures.count:
         path = osp.join(out, 'cls_labels.npy')
         os.makedirs(out, exist_ok=True)
-        with atomic_write(path) as tmp, open(tmp, 'wb') as f:
-            np.save(f, labels, allow_pickle=True)
+        save_cls_labels(path, labels)
         files.append(path)
 
     stacked = np.stack(list(labels.values())) if labels else np.zeros((0, len(VOC_CLASSES)))

@@ -1,0 +1,49 @@
+"""A cache job that would not fit on its disk is refused before anything is written."""
+from __future__ import annotations
+
+import collections
+import os
+import os.path as osp
+
+import pytest
+from test_cache_jobs import make_cfg, make_dataset
+
+from s2c.caches import run_se_map_job
+from s2c.caches.embedding_store import entry_nbytes
+from s2c.utils import fileio
+from s2c.utils.fileio import InsufficientDiskSpaceError, check_free_space
+
+Usage = collections.namedtuple('Usage', 'total used free')
+
+
+def _free(monkeypatch, free: int) -> None:
+    monkeypatch.setattr(fileio.shutil, 'disk_usage', lambda path: Usage(10 ** 12, 0, free))
+
+
+def test_se_map_job_refused_on_a_full_disk_then_runs(tmp_path, monkeypatch):
+    root = str(tmp_path / 'VOC2012')
+    names = make_dataset(root)
+    out = str(tmp_path / 'se')
+    _free(monkeypatch, 100_000)  # 7 maps x 64 KiB estimate = 448 KiB > 97.7 KiB
+    with pytest.raises(InsufficientDiskSpaceError,
+                       match=r'7 se_maps entries need about 448\.0 KiB in .*se, but only '
+                             r'97\.7 KiB is free there: .*--shard I/N'):
+        run_se_map_job(make_cfg(root), out=out, progress=False)
+    assert not osp.isdir(out) or os.listdir(out) == []  # nothing written, not even a manifest
+    monkeypatch.undo()
+    assert run_se_map_job(make_cfg(root), out=out, progress=False).ok
+    _free(monkeypatch, 0)  # a complete cache needs no space: the rerun only checks
+    again = run_se_map_job(make_cfg(root), out=out, progress=False)
+    assert again.ok and sorted(again.skipped) == sorted(names)
+
+
+def test_coco_scale_embedding_estimate(tmp_path, monkeypatch):
+    """82,081 ViT-H embeddings (fp16 256 x 64 x 64 + record fields): about 160 GiB."""
+    per_entry = entry_nbytes((256, 64, 64))
+    assert 2 * 2 ** 20 <= per_entry < 2 * 2 ** 20 + 1024
+    _free(monkeypatch, 100 * 2 ** 30)
+    with pytest.raises(InsufficientDiskSpaceError, match=r'need about 160\.[34] GiB .* only '
+                                                         r'100\.0 GiB is free'):
+        check_free_space(str(tmp_path / 'emb'), 82_081 * per_entry, '82,081 embeddings')
+    _free(monkeypatch, 200 * 2 ** 30)
+    assert check_free_space(str(tmp_path / 'a' / 'b'), 82_081 * per_entry, 'x') == 200 * 2 ** 30
