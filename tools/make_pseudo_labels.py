@@ -51,7 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--cls-labels',
                    help="PSA-style cls_labels.npy: a CAM class the image lacks is a failure "
                         "(default: the config dataset's cls_labels.npy when it exists)")
-    p.add_argument('--num-classes', type=int, default=20, help='foreground classes (VOC 20)')
+    p.add_argument('--num-classes', type=int,
+                   help="foreground classes (default: the config dataset's: VOC 20, COCO 80)")
     p.add_argument('--workers', type=int, default=None,
                    help='processes (default: 4 on CPU; 1 for sam, whose decoder is per process)')
     sam = p.add_argument_group('sam method (CPM at inference; settings from model.cpm)')

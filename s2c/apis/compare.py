@@ -35,7 +35,7 @@ from s2c.caches import run_embedding_job
 from s2c.caches.layout import embedding_path, se_map_dir
 from s2c.caches.preflight import MissingCacheError
 from s2c.cam.cam_io import read_cam_manifest
-from s2c.datasets import VOC_CLASSES, dataset_paths
+from s2c.datasets import dataset_class_names, dataset_paths
 from s2c.datasets.degradations import parse_degradations
 from s2c.evaluation import evaluate_folder
 from s2c.evaluation.comparison import ComparisonRow, write_comparison
@@ -152,7 +152,7 @@ def run_comparison(cfg: Config, cams: str, out: str, *, backends: Sequence[str] 
                    references: Sequence[str] = REFERENCE_METHODS,
                    bg_threshold: float | None = None, from_work_dirs: Sequence[str] = (),
                    cfg_options: dict | None = None, data_root: str | None = None,
-                   device: str = 'auto', num_classes: int = 20, title: str | None = None,
+                   device: str = 'auto', num_classes: int | None = None, title: str | None = None,
                    progress: bool = True) -> list[ComparisonRow]:
     """Compare back-ends (and reference methods) as pseudo-label makers; see the module doc.
 
@@ -174,7 +174,7 @@ def run_comparison(cfg: Config, cams: str, out: str, *, backends: Sequence[str] 
         cfg_options: Overrides for ``NAME=CONFIG`` configs too.
         data_root: Dataset root for ``NAME=CONFIG`` configs too.
         device: Where SAM's decoder runs.
-        num_classes: Foreground classes.
+        num_classes: Foreground classes (default: those of the config's dataset).
         title: Title of the tables and plots (default: the images and the CAM folder).
         progress: Progress bars.
 
@@ -227,7 +227,10 @@ def run_comparison(cfg: Config, cams: str, out: str, *, backends: Sequence[str] 
                 v = _backend_variant(spec, policy, deg_cams, embedding_dir=emb)
                 v.degradation = tag
                 variants.append(v)
-    rows = [_run_variant(v, out, names, paths, device, num_classes, progress) for v in variants]
+    classes = dataset_class_names(cfg.train_dataloader.dataset)
+    if num_classes is not None and num_classes != len(classes):
+        classes = tuple(str(i) for i in range(1, num_classes + 1))
+    rows = [_run_variant(v, out, names, paths, device, classes, progress) for v in variants]
     rows += [_training_row(wd) for wd in from_work_dirs]
     title = title or f'{len(names)} images of {osp.basename(paths.split_file)}, CAMs {cams}'
     write_comparison(rows, osp.join(out, 'results.md'), osp.join(out, 'results.csv'), title)
@@ -292,8 +295,9 @@ def _backend_variant(spec: BackendSpec, policy: str, cams: str,
 
 
 def _run_variant(v: _Variant, out: str, names: Sequence[str], paths: Any, device: str,
-                 num_classes: int, progress: bool) -> ComparisonRow:
-    """Compute (or reuse) one row."""
+                 classes: Sequence[str], progress: bool) -> ComparisonRow:
+    """Compute (or reuse) one row (``classes``: the foreground class names)."""
+    num_classes = len(classes)
     labels_dir = osp.join(out, 'labels', v.folder)
     record = osp.join(out, 'rows', v.folder + '.json')
     key = dict(method=v.method, params=_jsonable(v.params), cams=_cams_id(v.cams),
@@ -326,9 +330,8 @@ def _run_variant(v: _Variant, out: str, names: Sequence[str], paths: Any, device
     done = max(1, len(summary.done))
     peak = (torch.cuda.max_memory_allocated(dev) if dev.type == 'cuda'
             else mem.peak - mem.base) / 2 ** 20
-    classes = ('background', *VOC_CLASSES[:num_classes])
     ev = evaluate_folder(labels_dir, paths.seg_dir, names, num_classes=num_classes + 1,
-                         class_names=classes, progress=False)
+                         class_names=('background', *classes), progress=False)
     sc = ev.scores
     row = ComparisonRow(
         label=v.label, kind=v.kind, backend=v.backend, policy=v.policy,

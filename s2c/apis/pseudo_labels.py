@@ -13,7 +13,7 @@ from typing import Any
 from mmengine.config import Config
 
 from s2c.caches.layout import se_map_dir
-from s2c.datasets import dataset_paths
+from s2c.datasets import dataset_class_names, dataset_paths
 from s2c.pseudo_labels import make_pseudo_labels
 from s2c.utils.job_summary import JobSummary
 
@@ -51,7 +51,8 @@ def sam_method_params(cfg: Config, *, backend: str | None = None, selection: str
 def pseudo_labels_from_config(cfg: Config, cams: str, out: str, method: str, *,
                               split: str | None = None, img_dir: str | None = None,
                               se_dir: str | None = None,
-                              cls_labels: str | Mapping | None = None, num_classes: int = 20,
+                              cls_labels: str | Mapping | None = None,
+                              num_classes: int | None = None,
                               ignore_below: float | None = None, workers: int | None = None,
                               overwrite: bool = False, progress: bool = True,
                               **method_params: Any) -> JobSummary:
@@ -68,7 +69,8 @@ def pseudo_labels_from_config(cfg: Config, cams: str, out: str, method: str, *,
         se_dir: SE-map folder (default: the config's ``se_map_dir``; ``se_merge``).
         cls_labels: Image-level labels (default: the dataset's ``cls_labels.npy``
             when it exists).
-        num_classes: Foreground classes.
+        num_classes: Foreground classes (default: those of the config's dataset, e.g. 20 for
+            VOC, 80 for COCO).
         ignore_below: Mark pixels whose score is below this as 255.
         workers: Processes (default: 4 on CPU; 1 for ``sam``, whose decoder runs
             once per process).
@@ -79,8 +81,10 @@ def pseudo_labels_from_config(cfg: Config, cams: str, out: str, method: str, *,
     Raises:
         ValueError: A required input is missing (names the flag to pass).
     """
-    paths = dataset_paths((cfg.get('train_dataloader') or {}).get('dataset') or {}, split=split,
-                          img_dir=img_dir)
+    dataset = (cfg.get('train_dataloader') or {}).get('dataset') or {}
+    paths = dataset_paths(dataset, split=split, img_dir=img_dir)
+    if num_classes is None:
+        num_classes = len(dataset_class_names(dataset))
     if workers is None:
         workers = 1 if method == 'sam' else min(4, os.cpu_count() or 1)
     if method == 'se_merge' and se_dir is None:
