@@ -19,8 +19,10 @@ DEMO_ROOT = 'data/demo'
 
 
 def ensure_demo_data(data_root: str = DEMO_ROOT, seed: int = 0) -> None:
-    """Generate the demo dataset unless ``data_root`` already holds one."""
-    if osp.isfile(osp.join(data_root, 'cls_labels.npy')):
+    """Generate the demo dataset unless ``data_root`` already holds one (with instance masks;
+    an older one without them is regenerated: the same images, plus the instance masks)."""
+    if osp.isfile(osp.join(data_root, 'cls_labels.npy')) and \
+            osp.isdir(osp.join(data_root, 'SegmentationObject')):
         print(f'[demo] using the demo dataset in {data_root}')
         return
     print(f'[demo] generating the synthetic demo dataset in {data_root} (seed {seed})')

@@ -7,6 +7,8 @@ seed. The layout is the VOC one, so the real data code paths are exercised::
 
     <out>/JPEGImages/<name>.jpg
     <out>/SegmentationClass/<name>.png    palette PNG, 0 bg, 1..4 classes
+    <out>/SegmentationObject/<name>.png   palette PNG, 0 bg, 1..n objects (VOC layout: one
+                                          id per object, painting order; no borders)
     <out>/ImageSets/Segmentation/{train,val}.txt
     <out>/cls_labels.npy                  PSA format: name -> (4,) float32 multi-hot
 """
@@ -91,24 +93,30 @@ def _texture(cls: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_demo_image(rng: np.random.Generator, h: int, w: int,
-                    num_classes: int = len(DEMO_CLASSES)) -> tuple[np.ndarray, np.ndarray]:
-    """One synthetic image and its label map.
+                    num_classes: int = len(DEMO_CLASSES),
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One synthetic image, its label map and its instance map.
+
+    Objects are pasted in order; a later object covers an earlier one, in both maps.
 
     Returns:
-        tuple: ``(H, W, 3)`` uint8 RGB image and ``(H, W)`` uint8 labels
-        (0 background, 1..num_classes).
+        tuple: ``(H, W, 3)`` uint8 RGB image, ``(H, W)`` uint8 labels (0 background,
+        1..num_classes) and ``(H, W)`` uint8 instance ids (0 background, 1..n in pasting
+        order; an object hidden entirely keeps its id unused).
     """
     img = _background(rng, h, w)
     label = np.zeros((h, w), np.uint8)
+    instance = np.zeros((h, w), np.uint8)
     n_obj = int(rng.integers(1, 4))
     classes = rng.integers(0, num_classes, size=n_obj)
-    for cls in classes:
+    for i, cls in enumerate(classes):
         r = rng.uniform(0.12, 0.3) * min(h, w)
         cy, cx = rng.uniform(r * 0.6, h - r * 0.6), rng.uniform(r * 0.6, w - r * 0.6)
         mask = _shape_mask(int(cls), h, w, cy, cx, r, rng)
         img[mask] = _texture(int(cls), h, w, rng)[mask]
         label[mask] = cls + 1
-    return img, label
+        instance[mask] = i + 1
+    return img, label, instance
 
 
 def make_demo_dataset(out: str, seed: int = 0, num_train: int = 240, num_val: int = 60,
@@ -130,7 +138,8 @@ def make_demo_dataset(out: str, seed: int = 0, num_train: int = 240, num_val: in
         dict: ``num_train``, ``num_val``, ``classes`` and per-class image counts.
     """
     rng = np.random.default_rng(seed)
-    for sub in ('JPEGImages', 'SegmentationClass', 'ImageSets/Segmentation'):
+    for sub in ('JPEGImages', 'SegmentationClass', 'SegmentationObject',
+                'ImageSets/Segmentation'):
         os.makedirs(osp.join(out, sub), exist_ok=True)
     labels, splits = {}, {'train': [], 'val': []}
     total = num_train + num_val
@@ -139,7 +148,7 @@ def make_demo_dataset(out: str, seed: int = 0, num_train: int = 240, num_val: in
         name = f'demo_{i:05d}'
         h = int(size[0] * rng.uniform(0.75, 1.25))
         w = int(size[1] * rng.uniform(0.75, 1.25))
-        img, label = make_demo_image(rng, h, w)
+        img, label, instance = make_demo_image(rng, h, w)
         present = np.unique(label)
         present = present[(present > 0) & (present < 255)]
         vec = np.zeros(len(DEMO_CLASSES), np.float32)
@@ -148,6 +157,7 @@ def make_demo_dataset(out: str, seed: int = 0, num_train: int = 240, num_val: in
         with atomic_write(osp.join(out, 'JPEGImages', name + '.jpg')) as tmp:
             Image.fromarray(img).save(tmp, format='JPEG', quality=92)
         save_label_png(osp.join(out, 'SegmentationClass', name + '.png'), label)
+        save_label_png(osp.join(out, 'SegmentationObject', name + '.png'), instance)
         splits[split].append(name)
     for split, names in splits.items():
         with atomic_write(osp.join(out, 'ImageSets/Segmentation', split + '.txt')) as tmp, \
