@@ -16,6 +16,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mmengine.config import DictAction  # noqa: E402
 
 from s2c.apis import build_train_config, train  # noqa: E402
+from s2c.engine import NonFiniteLossError  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -56,7 +57,11 @@ def main(argv=None):
     if args.cfg_options:
         cache_args.append('--cfg-options ' + ' '.join(
             shlex.quote(f'{k}={cfg_option_value(v)}') for k, v in args.cfg_options.items()))
-    train(cfg, cache_cli_args=' '.join(cache_args))
+    try:
+        train(cfg, cache_cli_args=' '.join(cache_args))
+    except NonFiniteLossError as e:
+        print(f'error: {e}', file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == '__main__':

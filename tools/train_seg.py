@@ -18,6 +18,7 @@ from mmengine.config import DictAction  # noqa: E402
 
 from s2c.apis import build_train_config  # noqa: E402
 from s2c.apis.segmentation import set_pseudo_label_dir, train_segmentor  # noqa: E402
+from s2c.engine import NonFiniteLossError  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -51,6 +52,9 @@ def main(argv=None):
         if args.pseudo_labels:
             set_pseudo_label_dir(cfg, args.pseudo_labels)
         train_segmentor(cfg)
+    except NonFiniteLossError as e:
+        print(f'error: {e}', file=sys.stderr)
+        sys.exit(1)
     except (FileNotFoundError, RuntimeError) as e:
         print(f'error: {e}', file=sys.stderr)
         sys.exit(2)

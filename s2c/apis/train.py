@@ -5,7 +5,6 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from s2c.caches.preflight import check_caches
-from s2c.engine import WeightsOnlyCheckpointHook
 from s2c.registry import RUNNERS
 
 
@@ -24,15 +23,29 @@ def train(cfg: Config, cache_cli_args: str = '') -> Runner:
 
     Returns:
         Runner: The runner after training (``runner.iter``, ``runner.message_hub``...).
+
+    Raises:
+        NonFiniteLossError: A loss became NaN or infinite (see
+            :class:`~s2c.engine.NonFiniteLossHook`; the message names the iteration and the
+            last good checkpoint).
     """
     check_caches(cfg, cache_cli_args)
+    # Hooks every run gets unless the config lists them (scoped names: also found from another
+    # default scope, e.g. mmseg configs): checkpoints that --resume can read under torch >= 2.6,
+    # and a non-finite loss stops the run instead of training on NaNs.
     hooks = list(cfg.get('custom_hooks') or [])
-    if not any(h.get('type') in ('WeightsOnlyCheckpointHook', 's2c.WeightsOnlyCheckpointHook',
-                                 WeightsOnlyCheckpointHook)
-               for h in hooks):
-        # Scoped name: also found from another default scope (mmseg configs).
-        hooks.append(dict(type='s2c.WeightsOnlyCheckpointHook'))  # --resume under torch >= 2.6
+    present = {_hook_name(h.get('type')) for h in hooks}
+    for name in ('WeightsOnlyCheckpointHook', 'NonFiniteLossHook'):
+        if name not in present:
+            hooks.append(dict(type='s2c.' + name))
     cfg.custom_hooks = hooks
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.train()
     return runner
+
+
+def _hook_name(hook_type) -> str:
+    """``'s2c.X'`` / ``'X'`` / the class ``X`` -> ``'X'``."""
+    if isinstance(hook_type, type):
+        return hook_type.__name__
+    return str(hook_type).rsplit('.', 1)[-1]

@@ -1,4 +1,11 @@
 """Runner-side pieces (hooks)."""
-from .hooks import WeightsOnlyCheckpointHook, from_plain, to_plain
+from .hooks import (
+                    NonFiniteLossError,
+                    NonFiniteLossHook,
+                    WeightsOnlyCheckpointHook,
+                    from_plain,
+                    to_plain,
+)
 
-__all__ = ['WeightsOnlyCheckpointHook', 'from_plain', 'to_plain']
+__all__ = ['NonFiniteLossError', 'NonFiniteLossHook', 'WeightsOnlyCheckpointHook', 'from_plain',
+           'to_plain']
