@@ -20,7 +20,8 @@ case "$CONFIG" in
   *configs/deeplab/*) TOOL="$DIR/train_seg.py" ;;
   *) TOOL="$DIR/train.py" ;;
 esac
-PYTHONPATH="$DIR/..${PYTHONPATH:+:$PYTHONPATH}" exec python -m torch.distributed.run \
+PYTHON=${PYTHON:-python}  # e.g. PYTHON=.venv/bin/python
+PYTHONPATH="$DIR/..${PYTHONPATH:+:$PYTHONPATH}" exec "$PYTHON" -m torch.distributed.run \
   --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
   --nproc_per_node="$GPUS" --master_port="$PORT" \
   "$TOOL" "$CONFIG" --launcher pytorch "$@"

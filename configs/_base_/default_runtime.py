@@ -24,7 +24,9 @@ custom_hooks = [dict(type='WeightsOnlyCheckpointHook')]
 
 log_processor = dict(by_epoch=True, window_size=50)
 vis_backends = [dict(type='LocalVisBackend')]
-visualizer = dict(type='Visualizer', vis_backends=vis_backends, name='visualizer')
+# No fixed name: each Runner gets its own visualizer (a fixed name would reuse the first run's
+# log folder for every later run in the same process, e.g. a notebook).
+visualizer = dict(type='Visualizer', vis_backends=vis_backends)
 log_level = 'INFO'
 load_from = None
 resume = False

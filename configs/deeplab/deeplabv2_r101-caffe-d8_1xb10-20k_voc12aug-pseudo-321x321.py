@@ -5,7 +5,8 @@
 # Caffe-style ResNet (stride on the 1x1 conv) fed BGR images minus the caffe mean, std 1.
 # The COCO-pretrained file (deeplabv1_resnet101-coco.pth) converts the same way, but must not be
 # used for COCO experiments, and VOC numbers with it are not comparable with ImageNet-init ones.
-# Difference: deeplab-pytorch's stem max-pool rounds up (ceil_mode), mmseg's pads by 1.
+# Difference: deeplab-pytorch's stem max-pool rounds its output size up (ceil_mode), mmseg's
+# rounds down (both pad by 1).
 _base_ = './deeplabv2_r101-d8_1xb10-20k_voc12aug-pseudo-321x321.py'
 model = dict(
     pretrained=None,

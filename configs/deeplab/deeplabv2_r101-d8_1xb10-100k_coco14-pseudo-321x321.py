@@ -15,7 +15,7 @@ model = dict(decode_head=dict(num_classes=81))
 crop_size = (321, 321)
 # Random scale 0.5-1.5 of the image (COCO's long side is 640 px).
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadImageFromFile', color_type='color_ignore_orientation'),
     dict(type='LoadAnnotations'),
     dict(type='RandomResize', scale=(640, 640), ratio_range=(0.5, 1.5), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=1.0),

@@ -29,3 +29,6 @@ param_scheduler = [
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=2000,
                                      max_keep_ckpts=3))
 tta_model = dict(type='DenseCRFSegTTAModel')
+# mmseg's runtime names its visualizer 'visualizer' (one per process); each run gets its own.
+visualizer = dict(_delete_=True, type='SegLocalVisualizer',
+                  vis_backends=[dict(type='LocalVisBackend')])

@@ -24,10 +24,11 @@ model = dict(
         frozen_stages=('conv1a', ),
         freeze_bn=True,
         pretrained='checkpoints/resnet38d_ilsvrc_cls1000.pth'),
-    decode_head=dict(in_channels=4096, in_index=-1, channels=512, num_classes=21),
+    decode_head=dict(in_channels=4096, in_index=-1, channels=512, num_classes=21,
+                     loss_decode=dict(avg_non_ignore=True)),  # mean over non-ignored pixels
     auxiliary_head=None)
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadImageFromFile', color_type='color_ignore_orientation'),
     dict(type='LoadAnnotations'),
     dict(type='RandomResize', scale=(500, 500), ratio_range=(0.5, 1.5), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=1.0),
@@ -44,3 +45,6 @@ param_scheduler = [
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=2000,
                                      max_keep_ckpts=3))
 tta_model = dict(type='DenseCRFSegTTAModel')
+# mmseg's runtime names its visualizer 'visualizer' (one per process); each run gets its own.
+visualizer = dict(_delete_=True, type='SegLocalVisualizer',
+                  vis_backends=[dict(type='LocalVisBackend')])

@@ -352,11 +352,16 @@ def run_cache_job(job: CacheJob, paths: DatasetPaths, names: Sequence[str],
     if options.verify_only:
         _verify(job, mine, summary, bar_kw)
     else:
-        # Before anything is written: would the entries still missing fit on the disk?
-        have = 0 if options.overwrite else _size_on_disk(job.cache_dir, job.suffix)[1]
-        need = max(0, len(mine) - have) * job.entry_bytes
-        free = check_free_space(job.cache_dir, need, f'{len(mine) - have:,} {job.kind} '
-                                'entries') if need else 0
+        # Before anything is written: would the entries still missing fit on the disk? Every
+        # rank checks what all ranks of this shard will add (they share the disk); rewritten
+        # entries replace their files one at a time and add nothing.
+        missing = 0
+        if job.entry_bytes:
+            shard_names = select_names(names, options.shard, 0, 1)
+            missing = sum(not osp.isfile(job.entry_path(n)) for n in shard_names)
+        need = missing * job.entry_bytes
+        free = check_free_space(job.cache_dir, need, f'{missing:,} {job.kind} entries') \
+            if need else 0
         replaced = claim_folder(job.cache_dir, job.manifest, what='a cache',
                                 entry_suffix=job.suffix, overwrite=options.overwrite,
                                 delete_on_replace=True, rank=rank)

@@ -209,3 +209,15 @@ def test_dist_train_script_usage():
     proc = subprocess.run(['bash', osp.join(REPO, 'tools/dist_train.sh'), 'only-config'],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and 'usage:' in proc.stderr
+
+
+def test_balanced_loss_swaps_in_as_the_readme_says():
+    cfg = load_config(V2, cfg_options={**SMALL[V2],
+                                       'model.decode_head.loss_decode.type': 'ClassBalancedCELoss'})
+    model = SEG_MODELS.build(cfg.model)
+    data = model.data_preprocessor(_batch(40), training=True)
+    losses = model(**data, mode='loss')
+    assert 'decode.loss_ce_balanced' in losses and torch.isfinite(losses['decode.loss_ce_balanced'])
+    cfg.model.decode_head.loss_decode.use_sigmoid = True
+    with pytest.raises(ValueError, match='use_sigmoid'):
+        SEG_MODELS.build(cfg.model)

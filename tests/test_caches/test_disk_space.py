@@ -47,3 +47,18 @@ def test_coco_scale_embedding_estimate(tmp_path, monkeypatch):
         check_free_space(str(tmp_path / 'emb'), 82_081 * per_entry, '82,081 embeddings')
     _free(monkeypatch, 200 * 2 ** 30)
     assert check_free_space(str(tmp_path / 'a' / 'b'), 82_081 * per_entry, 'x') == 200 * 2 ** 30
+
+
+def test_ranks_sharing_a_disk_check_their_shards_total(tmp_path, monkeypatch):
+    root = str(tmp_path / 'VOC2012')
+    make_dataset(root)  # 7 images
+    out = str(tmp_path / 'se')
+    _free(monkeypatch, 5 * 64 * 1024)  # room for 4 maps (with the 5 % margin), not 7
+    half = run_se_map_job(make_cfg(root), out=out, shard='0/2', progress=False)
+    assert half.ok and len(half.done) == 4  # a shard (another machine) needs only its part
+    monkeypatch.setenv('RANK', '0')
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    _free(monkeypatch, 2 * 64 * 1024 + 1)  # room for one rank's share, not both ranks' 3 maps
+    with pytest.raises(InsufficientDiskSpaceError, match='3 se_maps entries'):
+        run_se_map_job(make_cfg(root), out=out, progress=False)

@@ -14,6 +14,7 @@ from s2c.datasets import COCO_CLASSES, COCO14ClsDataset, dataset_class_names, da
 from s2c.datasets.coco_synthetic import COCO_CATEGORY_IDS, make_synthetic_coco14
 from s2c.datasets.converters.coco14 import (
     COCOLayoutError,
+    _valid_polygons,
     convert_coco14,
     labels_from_clip_es,
     labels_from_irn,
@@ -98,11 +99,22 @@ def test_crowd_ignore_resume_and_overwrite(tmp_path):
     assert s.ok and s.written == 5
     m30 = _mask(root, 'train2014', 30)
     assert (m30[10, 10], m30[28, 30], m30[2, 2]) == (255, CAR, 0)
-    again = convert_coco14(root, splits=['train2014'], workers=1, progress=False)
+    with pytest.raises(ValueError, match='made with crowd_ignore=True'):
+        convert_coco14(root, splits=['train2014'], workers=1, progress=False)
+    again = convert_coco14(root, splits=['train2014'], crowd_ignore=True, workers=1,
+                           progress=False)
     assert again.written == 0 and again.existing == 5
     assert _mask(root, 'train2014', 30)[10, 10] == 255  # kept: masks are not redone
     redo = convert_coco14(root, splits=['train2014'], overwrite=True, workers=1, progress=False)
     assert redo.written == 5 and _mask(root, 'train2014', 30)[10, 10] == PERSON
+
+
+def test_degenerate_polygons_are_dropped_not_fatal():
+    ann = dict(id=1, segmentation=[[1, 2, 3, 4], [0, 0, 4, 0, 4, 4], [1, 2, 3]])
+    assert _valid_polygons(ann)['segmentation'] == [[0, 0, 4, 0, 4, 4]]
+    assert _valid_polygons(dict(id=2, segmentation=[[1, 2, 3, 4]])) is None
+    rle = dict(id=3, segmentation=dict(size=[2, 2], counts=[4]))
+    assert _valid_polygons(rle) is rle
 
 
 def test_layout_errors(tmp_path):

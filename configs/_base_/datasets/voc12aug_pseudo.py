@@ -7,11 +7,13 @@ data_root = 'data/VOCdevkit/VOC2012'
 # DIR sets it (train_dataloader.dataset.data_prefix.seg_map_path).
 pseudo_label_dir = 'pseudo_labels'
 crop_size = (321, 321)
+# Images are read without applying an EXIF orientation tag (color_ignore_orientation), the
+# frame of the label PNGs, of the CRF's image reader and of every other stage.
 
 # DeepLabV2 augmentation: random scale 0.5-1.5 (of the long side, 500 px for VOC), random
 # crop (padded with 255 labels by the data preprocessor), horizontal flip.
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadImageFromFile', color_type='color_ignore_orientation'),
     dict(type='LoadAnnotations'),
     dict(type='RandomResize', scale=(500, 500), ratio_range=(0.5, 1.5), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=1.0),
@@ -20,14 +22,14 @@ train_pipeline = [
 ]
 # Single scale on the full image (no resize).
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadImageFromFile', color_type='color_ignore_orientation'),
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs'),
 ]
 # mmseg's --tta layout (tools/test_seg.py builds its modes from test_pipeline).
 img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 tta_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadImageFromFile', color_type='color_ignore_orientation'),
     dict(type='TestTimeAug', transforms=[
         [dict(type='Resize', scale_factor=r, keep_ratio=True) for r in img_ratios],
         [dict(type='RandomFlip', prob=0., direction='horizontal'),

@@ -35,6 +35,8 @@ model = dict(
         dilations=(6, 12, 18, 24),
         num_classes=21,
         align_corners=False,
-        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
+        # Mean over the non-ignored pixels, as deeplab-pytorch's nn.CrossEntropyLoss.
+        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0,
+                         avg_non_ignore=True)),
     train_cfg=dict(),
     test_cfg=dict(mode='whole'))

@@ -143,10 +143,26 @@ def paint_mask(coco: COCO, img_id: int, id_map: Mapping[int, int],
     mask = np.zeros((info['height'], info['width']), np.uint8)
     anns = coco.loadAnns(coco.getAnnIds(imgIds=img_id, iscrowd=None))
     for ann in sorted(anns, key=lambda a: (-float(a['area']), a['id'])):
+        ann = _valid_polygons(ann)
+        if ann is None:
+            continue
         region = coco.annToMask(ann).astype(bool)
         mask[region] = IGNORE if crowd_ignore and ann.get('iscrowd', 0) else id_map[
             ann['category_id']]
     return mask
+
+
+def _valid_polygons(ann: dict) -> dict | None:
+    """``ann`` without degenerate polygons (fewer than 3 points or an odd coordinate
+    count, which pycocotools cannot rasterise); ``None`` when none is left. RLE
+    segmentations are returned unchanged."""
+    seg = ann.get('segmentation')
+    if not isinstance(seg, list):
+        return ann
+    polygons = [p for p in seg if len(p) >= 6 and len(p) % 2 == 0]
+    if not polygons:
+        return None
+    return ann if len(polygons) == len(seg) else dict(ann, segmentation=polygons)
 
 
 def image_label(coco: COCO, img_id: int, id_map: Mapping[int, int]) -> np.ndarray:
@@ -199,10 +215,19 @@ def convert_coco14(root: str, splits: Sequence[str] = SPLITS, crowd_ignore: bool
 
     Raises:
         COCOLayoutError: Input layout problems (before anything is written).
-        ValueError: When the splits' category sets differ.
+        ValueError: When the splits' category sets differ, or the existing masks were made
+            with another ``crowd_ignore`` (and not ``overwrite``).
     """
     global _COCO, _JOB
     check_coco_root(root, splits)
+    id_map_file = osp.join(root, MASK_DIR, ID_MAP_FILE)
+    if osp.isfile(id_map_file) and not overwrite:
+        with open(id_map_file) as f:
+            before = json.load(f).get('crowd_ignore')
+        if before is not None and bool(before) != bool(crowd_ignore):
+            raise ValueError(
+                f'the masks in {osp.join(root, MASK_DIR)} were made with crowd_ignore={before}; '
+                'rerun with the same --crowd-ignore setting, or with --overwrite to redo them')
     summary = COCO14ConvertSummary()
     labels_path = osp.join(root, 'cls_labels.npy')
     labels = load_cls_labels(labels_path) if osp.isfile(labels_path) else {}

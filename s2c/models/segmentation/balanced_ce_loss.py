@@ -21,6 +21,10 @@ class ClassBalancedCELoss(nn.Module):
     Args:
         loss_weight: Multiplier of the loss.
         loss_name: Key in the loss dict; starts with ``loss_`` so MMEngine sums it.
+        use_sigmoid: Must be False (accepted so that ``loss_decode.type=ClassBalancedCELoss``
+            can replace mmseg's ``CrossEntropyLoss`` entry in place).
+        **kwargs: Other ``CrossEntropyLoss`` keys of that entry (``avg_non_ignore``...):
+            ignored, the loss always averages over non-ignored pixels.
 
     Shapes:
         ``forward(cls_score, label)``: logits ``(B, C, H, W)``, labels ``(B, H, W)`` int64 in
@@ -28,8 +32,12 @@ class ClassBalancedCELoss(nn.Module):
         (with a gradient graph, so DDP stays in step).
     """
 
-    def __init__(self, loss_weight: float = 1.0, loss_name: str = 'loss_ce_balanced') -> None:
+    def __init__(self, loss_weight: float = 1.0, loss_name: str = 'loss_ce_balanced',
+                 use_sigmoid: bool = False, **kwargs) -> None:
         super().__init__()
+        if use_sigmoid:
+            raise ValueError('ClassBalancedCELoss is a softmax cross-entropy: use_sigmoid must '
+                             'be False')
         if not loss_name.startswith('loss_'):
             raise ValueError(f'loss_name {loss_name!r} must start with "loss_" '
                              '(MMEngine sums only those keys)')

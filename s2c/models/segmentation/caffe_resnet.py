@@ -13,7 +13,8 @@ downsample.0,downsample.1}``. The classifier (``fc.*`` of the COCO file, 91 clas
 N(0, 0.01), as in deeplab-pytorch (``main.py`` loads the init non-strictly "to skip ASPP").
 
 Two small differences from deeplab-pytorch remain and are documented in the configs: its
-stem max-pool rounds up (``ceil_mode=True``), mmseg's pads by 1; and its poly schedule
+stem max-pool rounds up (``ceil_mode=True``; both pad by 1), mmseg's rounds down; and its
+poly schedule
 steps every 10 iterations.
 """
 from __future__ import annotations
@@ -155,7 +156,8 @@ def convert_caffe_resnet101(src: str, dst: str) -> tuple[int, list[str]]:
     Raises:
         FileNotFoundError: ``src`` missing.
         KeyError: Unknown keys, or a key set that does not match ResNet-101.
-        ValueError: Unreadable file or wrong shapes (names the file).
+        ValueError: Wrong shapes (names the file).
+        RuntimeError: An unreadable or non-torch file (names the file).
     """
     state, dropped = caffe_to_mmseg(read_state_dict(src, 'DeepLab ResNet-101 init'))
     reference = ResNet(depth=101, style='caffe')
