@@ -14,10 +14,14 @@ decreasing smoothed value), and kept where the *raw* CAM exceeds
   ``peak_local_max`` returns the plateau's first (top-left) pixel, one pixel
   diagonal from the true maximum; snapping prompts SAM at the maximum itself,
   and a genuine peak far from a global maximum in the excluded border is kept.
+  A CAM whose global maximum is not above ``threshold`` (e.g. all zero: the class
+  has no activation in the crop) has no peak and gets no prompt.
 - ``'official'``: exactly the official points: the first thresholded local
   maximum is always dropped (assumed to be the global maximum), and peaks stay
   where ``peak_local_max`` put them (plateau corners). When the global maximum
-  lies in the excluded border, the dropped "first" peak is a genuine one.
+  lies in the excluded border, the dropped "first" peak is a genuine one. The
+  global maximum is kept whatever its value, so an all-zero CAM is prompted at
+  pixel (0, 0) (official ``model_s2c.py`` 240-246: ``argmax`` of the CAM).
 """
 from __future__ import annotations
 
@@ -42,7 +46,8 @@ def find_peaks(cam: np.ndarray, threshold: float = 0.5, min_distance: int = 20,
 
     Returns:
         np.ndarray: ``(N, 2)`` int64 ``(row, col)`` peaks, global maximum first,
-        then local maxima by decreasing filtered value; ``N >= 1``.
+        then local maxima by decreasing filtered value; ``N >= 1`` for ``'official'``,
+        ``N = 0`` for ``'snapped'`` when the CAM's maximum is not above ``threshold``.
 
     Raises:
         ValueError: For an unknown ``rule``.
@@ -55,6 +60,8 @@ def find_peaks(cam: np.ndarray, threshold: float = 0.5, min_distance: int = 20,
     local = peak_local_max(filtered, min_distance=min_distance).reshape(-1, 2).astype(np.int64)
     if rule == 'official':
         local = local[cam[local[:, 0], local[:, 1]] > threshold][1:]
+    elif cam[top[0], top[1]] <= threshold:
+        return np.zeros((0, 2), np.int64)  # no activation above tau: no prompt
     elif local.size:
         local = _snap_to_raw_maximum(cam, local, filter_size)
         local = local[cam[local[:, 0], local[:, 1]] > threshold]

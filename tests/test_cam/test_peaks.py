@@ -1,8 +1,10 @@
 """Peak finder on synthetic CAMs: global max kept, border, min distance, threshold."""
 import numpy as np
 import pytest
+import torch
 
 from s2c.cam.peaks import find_peaks
+from s2c.models.cpm.prompts import peak_prompts
 
 
 def _blob(h, w, cy, cx, amp, sigma=3.0):
@@ -32,11 +34,28 @@ def test_border_peaks_excluded_but_global_max_kept():
     assert peaks.tolist() == [[5, 50], [60, 60]]
 
 
-def test_flat_or_weak_cam_still_gives_its_maximum():
+def test_cam_without_activation_above_tau_has_no_peak():
+    """A weak or all-zero CAM gets no prompt (snapped); the official rule prompts its argmax,
+    which for an all-zero CAM is pixel (0, 0)."""
     cam = np.zeros((40, 40), np.float32)
     cam[12, 17] = 0.2
-    assert find_peaks(cam).tolist() == [[12, 17]]
-    assert find_peaks(np.zeros((8, 8))).tolist() == [[0, 0]]
+    assert find_peaks(cam).shape == (0, 2) and find_peaks(cam).dtype == np.int64
+    assert find_peaks(cam, threshold=0.1).tolist() == [[12, 17]]
+    assert find_peaks(np.zeros((8, 8))).shape == (0, 2)
+    assert find_peaks(cam, rule='official').tolist() == [[12, 17]]
+    assert find_peaks(np.zeros((8, 8)), rule='official').tolist() == [[0, 0]]
+
+
+def test_a_class_without_peak_gets_no_prompt():
+    cams = torch.zeros(2, 3, 40, 40)
+    cams[0, 0, 10, 10] = 1.0
+    cams[1, 2, 30, 5] = 1.0
+    labels = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]])  # classes 1 have all-zero CAMs
+    img, cls, peaks = peak_prompts(cams, labels)
+    assert (img, cls) == ([0, 1], [0, 2])
+    assert [p.tolist() for p in peaks] == [[[10, 10]], [[30, 5]]]
+    img, cls, _ = peak_prompts(cams, labels, rule='official')
+    assert (img, cls) == ([0, 0, 1, 1], [0, 1, 1, 2])  # official: (0, 0) prompts for them
 
 
 def test_official_rule_keeps_the_plateau_corner():

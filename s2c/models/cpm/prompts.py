@@ -27,14 +27,18 @@ def peak_prompts(cams: torch.Tensor, labels: torch.Tensor, *, threshold: float =
     Returns:
         tuple: image index, 0-based class index and ``(P, 2)`` int64 ``(row, col)``
         peaks (global maximum first; :func:`~s2c.cam.peaks.find_peaks`) of each prompt.
+        A class without any peak (``'snapped'``: its CAM never exceeds ``threshold``) gets
+        no prompt, so no SAM mask is labelled with it.
     """
     cams_np = cams.float().cpu().numpy()
     img_idx, cls_idx, peaks = [], [], []
     for bi, ci in torch.nonzero(labels > 0.5).tolist():
-        img_idx.append(bi)
-        cls_idx.append(ci)
-        peaks.append(find_peaks(cams_np[bi, ci], threshold=threshold, min_distance=min_distance,
-                                filter_size=filter_size, rule=rule))
+        found = find_peaks(cams_np[bi, ci], threshold=threshold, min_distance=min_distance,
+                           filter_size=filter_size, rule=rule)
+        if len(found):
+            img_idx.append(bi)
+            cls_idx.append(ci)
+            peaks.append(found)
     return img_idx, cls_idx, peaks
 
 
