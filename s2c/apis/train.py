@@ -5,6 +5,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from s2c.caches.preflight import check_caches
+from s2c.engine import CheckpointSafeRunner
 from s2c.registry import RUNNERS
 
 
@@ -39,7 +40,7 @@ def train(cfg: Config, cache_cli_args: str = '') -> Runner:
         if name not in present:
             hooks.append(dict(type='s2c.' + name))
     cfg.custom_hooks = hooks
-    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else CheckpointSafeRunner.from_cfg(cfg)
     runner.train()
     return runner
 

@@ -1,11 +1,12 @@
-"""Runner-side pieces (hooks)."""
+"""Runner-side pieces: hooks and the crash-safe runner."""
 from .hooks import (
-                    NonFiniteLossError,
-                    NonFiniteLossHook,
-                    WeightsOnlyCheckpointHook,
-                    from_plain,
-                    to_plain,
+    NonFiniteLossError,
+    NonFiniteLossHook,
+    WeightsOnlyCheckpointHook,
+    from_plain,
+    to_plain,
 )
+from .runner import CheckpointSafeRunner
 
-__all__ = ['NonFiniteLossError', 'NonFiniteLossHook', 'WeightsOnlyCheckpointHook', 'from_plain',
-           'to_plain']
+__all__ = ['CheckpointSafeRunner', 'NonFiniteLossError', 'NonFiniteLossHook',
+           'WeightsOnlyCheckpointHook', 'from_plain', 'to_plain']
