@@ -29,11 +29,15 @@ def main(argv=None):
     parser.add_argument('--overwrite', action='store_true')
     parser.add_argument('--device', default='auto')
     parser.add_argument('--data-root')
+    parser.add_argument('--cls-labels', help='image-level labels (cls_labels.npy) of the split; '
+                        "default: the config's test_dataloader.dataset.cls_labels")
     parser.add_argument('--work-dir')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, cfg_options=args.cfg_options, data_root=args.data_root)
+        if args.cls_labels:
+            cfg.test_dataloader.dataset.cls_labels = osp.abspath(args.cls_labels)
         cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
             'work_dirs', osp.splitext(osp.basename(args.config))[0])
         result = run_cam_inference(cfg, args.checkpoint, split=args.split, out_dir=args.out,

@@ -6,6 +6,7 @@ that builds the runner itself (``Runner.from_cfg``) can call it the same way.
 from __future__ import annotations
 
 import os.path as osp
+import shlex
 from collections.abc import Callable, Mapping
 
 from s2c.datasets.paths import dataset_paths
@@ -38,7 +39,7 @@ def check_caches(cfg: Mapping, cli_args: str = '') -> None:
         MissingCacheError: With the exact ``tools/cache_*.py`` command to run
             (reruns resume: only the missing entries are computed).
     """
-    config = getattr(cfg, 'filename', None) or 'CONFIG'
+    config = shlex.quote(getattr(cfg, 'filename', None) or 'CONFIG')  # paths with spaces
     suffix = f' {cli_args}' if cli_args else ''
     names = _train_names(cfg)
     se_dir = se_map_dir(cfg) if cfg.get('train_dataloader') else None

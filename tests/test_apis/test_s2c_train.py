@@ -1,5 +1,6 @@
 """The S2C objective end to end: demo config (10 iterations) and the real VOC samples."""
 import os.path as osp
+import shutil
 
 import numpy as np
 import pytest
@@ -178,3 +179,15 @@ def test_official_ssc_negatives_with_official_numbering(demo_root, tmp_path):
     runner = train(cfg)
     history = runner.message_hub.get_scalar('train/loss_ssc').data[0]
     assert len(history) == 5 and np.isfinite(history).all() and (history > 0).all()
+
+
+def test_missing_cache_command_quotes_a_config_path_with_spaces(demo_root, tmp_path):
+    shutil.copytree(osp.join(REPO, 'configs'), tmp_path / 'my configs' / 'configs')
+    shutil.copy(S2C_DEMO, tmp_path / 'my configs' / 'configs' / 'demo' / 'x.py')
+    cfg = build_train_config(str(tmp_path / 'my configs' / 'configs' / 'demo' / 'x.py'),
+                             work_dir=str(tmp_path / 'w'), data_root=demo_root,
+                             cfg_options={'train_dataloader.dataset.se_map_dir':
+                                          str(tmp_path / 'none')})
+    with pytest.raises(MissingCacheError, match=r"python tools/cache_se_maps.py '.*/my configs/"
+                                                r"configs/demo/x\.py'"):
+        train(cfg)

@@ -163,3 +163,21 @@ def test_cli_json_and_exit_status(tmp_path, run_tool):
     code, _, stderr = run_tool('analysis_tools/eval_seg', pred_dir, '--gt', gt_dir, '--split',
                                split, '--num-classes', '3')
     assert code == 0, stderr
+
+
+def test_cli_data_root_and_nothing_scored(demo_root, tmp_path, run_tool):
+    """--data-root gives the ground truth and split names; a run that scores no image says so
+    in one line and exits 1."""
+    gt = osp.join(demo_root, 'SegmentationClass')
+    code, out, err = run_tool('analysis_tools/eval_seg', gt, '--data-root', demo_root,
+                              '--split', 'val', '--num-classes', 5)
+    assert code == 0, err
+    assert 'mIoU 100.00 over 4/4 images' in out
+    code, _, err = run_tool('analysis_tools/eval_seg', tmp_path, '--data-root', demo_root,
+                            '--split', 'val', '--num-classes', 5)
+    errors = [line for line in err.splitlines() if line.startswith('error')]  # (+ tqdm bar)
+    assert code == 1 and len(errors) == 1
+    assert errors[0].startswith('error: no image could be scored: all 4 failed '
+                                '(missing_prediction 4); first: demo_00016:')
+    code, _, err = run_tool('analysis_tools/eval_seg', tmp_path, '--split', 'val.txt')
+    assert code == 2 and 'give --gt' in err
