@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from s2c.cam.cam_io import CamFileError, cam_path, load_cams, read_cam_manifest
 from s2c.datasets.cls_labels import load_cls_labels
 from s2c.registry import LABEL_METHODS
+from s2c.utils.image_io import image_size, read_rgb_image
 from s2c.utils.job_summary import JobSummary
 from s2c.utils.label_io import save_label_png
 from s2c.utils.manifest import claim_folder, make_manifest, manifest_id
@@ -149,10 +149,11 @@ def _load_inputs(name: str, cfg: _JobConfig) -> LabelInputs:
         if not osp.isfile(path):
             raise _Fail('missing_image', f'{path} not found')
         try:
-            with Image.open(path) as img:
-                img_size = (img.height, img.width)
-                if method.needs_image:
-                    inputs.image = np.ascontiguousarray(np.asarray(img.convert('RGB')))
+            if method.needs_image:  # the reader every stage uses (16-bit, alpha: one rule)
+                inputs.image = read_rgb_image(path)
+                img_size = inputs.image.shape[:2]
+            else:
+                img_size = image_size(path)
         except (OSError, ValueError) as e:
             raise _Fail('bad_image', f'cannot read image {path}: {e}') from e
         if img_size != size:

@@ -33,8 +33,15 @@ def suffix_hint(path: str) -> str:
 def read_rgb_image(path: str) -> np.ndarray:
     """Read an image file as ``(H, W, 3)`` uint8 RGB (original frame).
 
-    Grayscale, palette and CMYK files are converted to RGB; transparent images
-    (RGBA, palette with transparency) are composed over black.
+    The one image reader of every stage (CAM training and inference, SAM caches, CRF and
+    the other pseudo-label methods), with one rule per kind of file:
+
+    - 8-bit grayscale, palette and CMYK files are converted to RGB;
+    - images with transparency (RGBA, LA, PA, palette with a transparent colour) are
+      composed over black;
+    - 16-bit and 32-bit integer images (``I;16*``, ``I``: e.g. 16-bit grayscale PNG) are
+      scaled from [0, 65535] to [0, 255] (``round(v / 257)``, values clipped), float
+      images (``F``) are clipped to [0, 255], then replicated to three channels.
 
     Args:
         path: Image file.
@@ -51,7 +58,14 @@ def read_rgb_image(path: str) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
-            if img.mode == 'RGBA' or (img.mode == 'P' and 'transparency' in img.info):
+            if img.mode.startswith('I') or img.mode == 'F':
+                arr = np.asarray(img, dtype=np.float64)
+                if img.mode != 'F':
+                    arr = arr / 257.0  # 16-bit range -> 8-bit
+                gray = np.clip(np.round(arr), 0, 255).astype(np.uint8)
+                return np.repeat(gray[..., None], 3, axis=2)
+            if img.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or (
+                    img.mode == 'P' and 'transparency' in img.info):
                 bg = Image.new('RGB', img.size, (0, 0, 0))
                 rgba = img.convert('RGBA')
                 bg.paste(rgba, mask=rgba.split()[3])
