@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os.path as osp
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -215,6 +215,8 @@ def run_se_map_job(cfg: Mapping, options: JobOptions | None = None, *,
     manifest = make_manifest(layout.SE_MAP_KIND, SE_MAP_FORMAT_VERSION, key,
                              dict(images=paths.split_file, data_root=paths.data_root, **info))
 
+    empty: list[str] = []  # computed maps without any segment
+
     def compute(batch: list[tuple[str, np.ndarray]]) -> list[tuple[str, str | None]]:
         results = []
         for name, image in batch:
@@ -224,6 +226,8 @@ def run_se_map_job(cfg: Mapping, options: JobOptions | None = None, *,
                     raise ValueError(f'provider returned shape {se.shape} for an image of '
                                      f'{image.shape[:2]}')
                 save_se_map(entry_path(name), se)  # atomic (temp file + rename)
+                if not se.any():
+                    empty.append(name)
                 results.append((name, None))
             except Exception as exc:
                 results.append((name, f'{type(exc).__name__}: {exc}'))
@@ -231,4 +235,28 @@ def run_se_map_job(cfg: Mapping, options: JobOptions | None = None, *,
 
     job = CacheJob(layout.SE_MAP_KIND, cache_dir, layout.SE_MAP_SUFFIX, manifest, entry_path,
                    quick_check, full_check, compute, entry_bytes=SE_MAP_BYTES_ESTIMATE)
-    return run_cache_job(job, paths, names, options)
+    summary = run_cache_job(job, paths, names, options)
+    _report_empty_maps(summary, empty)
+    return summary
+
+
+#: Warn when more than this fraction of the computed SE maps has no segment at all.
+EMPTY_MAP_WARN_FRACTION = 0.2
+
+
+def _report_empty_maps(summary: JobSummary, empty: Sequence[str]) -> None:
+    """Add the count of segment-free maps to the summary; warn when they are many (SSC
+    learns nothing from an image without segments)."""
+    computed = len(summary.done)
+    if not computed:
+        return
+    frac = len(empty) / computed
+    summary.notes.append(f'  empty maps  : {len(empty)} of {computed} computed ({frac:.0%})'
+                         + (f', e.g. {", ".join(empty[:3])}' if empty else ''))
+    if frac > EMPTY_MAP_WARN_FRACTION:
+        message = (f'WARNING: {frac:.0%} of the SE maps have no segment, so SSC gets no '
+                   'signal from those images: lower se_maps.provider.pred_iou_thresh / '
+                   'stability_score_thresh, or check the SAM checkpoint (random weights give '
+                   'empty maps)')
+        summary.notes.append('  ' + message)
+        print_log(message, logger='current', level=logging.WARNING)

@@ -62,3 +62,19 @@ def test_ranks_sharing_a_disk_check_their_shards_total(tmp_path, monkeypatch):
     _free(monkeypatch, 2 * 64 * 1024 + 1)  # room for one rank's share, not both ranks' 3 maps
     with pytest.raises(InsufficientDiskSpaceError, match='3 se_maps entries'):
         run_se_map_job(make_cfg(root), out=out, progress=False)
+
+
+def test_empty_se_maps_are_counted_and_warned(tmp_path, monkeypatch):
+    """A SAM whose thresholds drop every mask gives segment-free maps: the summary says how
+    many, and warns above 20 %."""
+    root = str(tmp_path / 'VOC2012')
+    make_dataset(root)
+    provider = dict(type='sam_amg', points_per_side=4, pred_iou_thresh=1.01)  # nothing passes
+    summary = run_se_map_job(make_cfg(root, provider=provider), out=str(tmp_path / 'se'),
+                             progress=False)
+    text = summary.format()
+    assert summary.ok and 'empty maps  : 7 of 7 computed (100%)' in text
+    assert 'WARNING: 100% of the SE maps have no segment' in text
+    felz = run_se_map_job(make_cfg(root), out=str(tmp_path / 'felz'), progress=False)
+    assert 'empty maps  : 0 of 7 computed (0%)' in felz.format()
+    assert 'WARNING' not in felz.format()
