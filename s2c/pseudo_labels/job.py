@@ -29,7 +29,13 @@ from s2c.registry import LABEL_METHODS
 from s2c.utils.image_io import image_size, read_rgb_image
 from s2c.utils.job_summary import JobSummary
 from s2c.utils.label_io import save_label_png
-from s2c.utils.manifest import claim_folder, make_manifest, manifest_id
+from s2c.utils.manifest import MANIFEST_NAME as CACHE_MANIFEST_NAME
+from s2c.utils.manifest import (
+    claim_folder,
+    make_manifest,
+    manifest_id,
+    read_manifest,
+)
 from s2c.utils.se_map_io import load_se_map
 from s2c.utils.workers import worker_pool
 
@@ -190,9 +196,15 @@ def _process_one(name: str, cfg: _JobConfig | None = None) -> tuple[str, str | N
 
 
 # ----------------------------------------------------------------------------- driver
-def label_manifest(method: LabelMethod, ignore_below: float | None, cam_dir: str) -> dict:
-    """The manifest of a pseudo-label folder: method, parameters, ``ignore_below`` and
-    which CAMs (the id of the CAM folder's manifest, else the folder's path)."""
+def label_manifest(method: LabelMethod, ignore_below: float | None, cam_dir: str,
+                   se_dir: str | None = None) -> dict:
+    """The manifest of a pseudo-label folder: every input that changes the labels.
+
+    Method, parameters (for ``sam`` these include the back-end and its checkpoint),
+    ``ignore_below``, which CAMs (the id of the CAM folder's manifest, else the folder's
+    path) and, for methods that read SE maps, which SE maps (the id of the SE cache's
+    manifest, else the folder's path): labels from two SE caches never mix in one folder.
+    """
     cams_manifest = read_cam_manifest(cam_dir)
     if cams_manifest and 'key' in cams_manifest:
         cams = manifest_id(cams_manifest)
@@ -201,7 +213,13 @@ def label_manifest(method: LabelMethod, ignore_below: float | None, cam_dir: str
     else:
         cams = f'folder {osp.abspath(cam_dir)}'
     key = dict(method=method.name, params=method.params, ignore_below=ignore_below, cams=cams)
-    return make_manifest(KIND, FORMAT_VERSION, key, dict(cam_dir=osp.abspath(cam_dir)))
+    info = dict(cam_dir=osp.abspath(cam_dir))
+    if method.needs_se_map and se_dir is not None:
+        se_manifest = read_manifest(osp.join(se_dir, CACHE_MANIFEST_NAME))
+        key['se_maps'] = manifest_id(se_manifest) if se_manifest and 'key' in se_manifest \
+            else f'folder {osp.abspath(se_dir)}'
+        info['se_dir'] = osp.abspath(se_dir)
+    return make_manifest(KIND, FORMAT_VERSION, key, info)
 
 
 def make_pseudo_labels(cam_dir: str, out_dir: str, names: Sequence[str],
@@ -260,7 +278,7 @@ def make_pseudo_labels(cam_dir: str, out_dir: str, names: Sequence[str],
     if not osp.isdir(cam_dir):
         raise FileNotFoundError(f'CAM folder {cam_dir} not found; write CAMs with tools/test.py')
     labels = None if cls_labels is None else load_cls_labels(cls_labels)
-    claim_folder(out_dir, label_manifest(label_method, ignore_below, cam_dir),
+    claim_folder(out_dir, label_manifest(label_method, ignore_below, cam_dir, se_dir),
                  filename=MANIFEST_NAME, what='pseudo-labels', overwrite=overwrite)
 
     summary = JobSummary(KIND, out_dir, total=len(names))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import os.path as osp
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -23,7 +24,7 @@ from s2c.pseudo_labels import (
     threshold_labels,
 )
 from s2c.utils import VOC_PALETTE, load_label_png
-from s2c.utils.manifest import manifest_id
+from s2c.utils.manifest import ManifestMismatchError, manifest_id
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -466,3 +467,21 @@ def test_workers_fork_safely_after_opencv_ran_threads(tmp_path):
     proc = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_se_merge_labels_of_two_se_caches_never_mix(tmp_path):
+    names, d, _ = _make_dataset(str(tmp_path), n=3)
+    other = str(tmp_path / 'se_other')
+    shutil.copytree(d['se'], other)
+    out = str(tmp_path / 'pl')
+    kw = dict(img_dir=d['img'], bg_threshold=0.5, progress=False)
+    assert make_pseudo_labels(d['cams'], out, names[:2], 'se_merge', se_dir=d['se'], **kw).ok
+    key = json.load(open(osp.join(out, 'pseudo_labels.json')))['key']
+    assert key['se_maps'] == f'folder {osp.abspath(d["se"])}'
+    with pytest.raises(ManifestMismatchError, match='se_maps'):
+        make_pseudo_labels(d['cams'], out, names, 'se_merge', se_dir=other, **kw)
+    again = make_pseudo_labels(d['cams'], out, names, 'se_merge', se_dir=d['se'], **kw)
+    assert again.ok and again.skipped == names[:2] and again.done == names[2:]
+    # threshold does not read SE maps: its manifest has no se_maps entry
+    make_pseudo_labels(d['cams'], str(tmp_path / 'thr'), names, 'threshold', se_dir=other, **kw)
+    assert 'se_maps' not in json.load(open(tmp_path / 'thr' / 'pseudo_labels.json'))['key']
