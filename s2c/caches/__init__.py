@@ -3,12 +3,13 @@ resumable/shardable/verifiable job runner, the two jobs and the pre-flight check
 from .embedding_job import run_embedding_job, write_synthetic_embedding_cache
 from .embedding_store import EmbeddingStore
 from .layout import EMBEDDING_KIND, SE_MAP_KIND, embedding_dir, se_map_dir
-from .preflight import MissingCacheError, check_caches
+from .preflight import CacheMismatchError, MissingCacheError, check_caches
 from .runner import JobOptions
 from .se_map_job import run_se_map_job
 
 __all__ = [
     'run_embedding_job', 'write_synthetic_embedding_cache', 'EmbeddingStore', 'EMBEDDING_KIND',
-    'SE_MAP_KIND', 'embedding_dir', 'se_map_dir', 'MissingCacheError', 'check_caches',
+    'SE_MAP_KIND', 'embedding_dir', 'se_map_dir', 'CacheMismatchError', 'MissingCacheError',
+    'check_caches',
     'JobOptions', 'run_se_map_job'
 ]

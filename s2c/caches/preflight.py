@@ -5,11 +5,14 @@ that builds the runner itself (``Runner.from_cfg``) can call it the same way.
 """
 from __future__ import annotations
 
+import json
 import os.path as osp
 import shlex
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from s2c.datasets.paths import dataset_paths
+from s2c.utils.manifest import MANIFEST_NAME, read_manifest
 
 from .layout import embedding_dir, embedding_path, se_map_dir, se_map_path, train_dataset_cfg
 
@@ -17,6 +20,12 @@ from .layout import embedding_dir, embedding_path, se_map_dir, se_map_path, trai
 class MissingCacheError(FileNotFoundError):
     """A cache the config needs does not exist or is incomplete; the message holds the
     command that builds (or completes) it."""
+
+
+class CacheMismatchError(MissingCacheError):
+    """A cache the config reads was made with other settings than the config's (e.g.
+    Felzenszwalb SE maps for a SAM-AMG config); the message names the differences and the
+    command that rebuilds it."""
 
 
 def check_caches(cfg: Mapping, cli_args: str = '') -> None:
@@ -44,13 +53,57 @@ def check_caches(cfg: Mapping, cli_args: str = '') -> None:
     names = _train_names(cfg)
     se_dir = se_map_dir(cfg) if cfg.get('train_dataloader') else None
     if se_dir:
-        _require_cache('SE maps', se_dir, se_map_path, names,
-                       f'python tools/cache_se_maps.py {config}{suffix}')
+        command = f'python tools/cache_se_maps.py {config}{suffix}'
+        _require_cache('SE maps', se_dir, se_map_path, names, command)
+        manifest = read_manifest(osp.join(se_dir, MANIFEST_NAME))
+        diffs = se_settings_differences(cfg, manifest) if manifest else []
+        if diffs:
+            raise CacheMismatchError(
+                f'the SE maps in {se_dir} were made with other settings than this config: '
+                f'{"; ".join(diffs)}. Point train_dataloader.dataset.se_map_dir at the cache '
+                f'made with these settings, or rebuild this one:\n    {command} --overwrite')
     emb_dir = embedding_dir(cfg)
     cpm = (cfg.get('model') or {}).get('cpm') or {}
     if cpm and cpm.get('embedding_source', 'cached') == 'cached':
         _require_cache('SAM embeddings', emb_dir, embedding_path, names,
                        f'python tools/cache_sam_embeddings.py {config}{suffix}')
+
+
+def _plain(value: Any) -> Any:
+    """JSON-normalised value (tuples as lists), as manifests store them."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def se_settings_differences(cfg: Mapping, manifest: Mapping) -> list[str]:
+    """What differs between an SE cache's manifest and the config's ``se_maps`` / ``sam``.
+
+    Compared: the provider type, every provider parameter the config sets that the
+    manifest records, the overlap rule and the SAM model type. Parameters the config leaves
+    to their defaults are not compared (the manifest records them filled in).
+
+    Returns:
+        list[str]: ``'name <cache value> (config: <value>)'`` entries; empty when they agree.
+    """
+    key = manifest.get('key') or {}
+    se_cfg = cfg.get('se_maps') or {}
+    pcfg = dict(se_cfg.get('provider') or {})
+    made = key.get('provider') or {}
+    diffs = []
+    if pcfg.get('type') and made.get('type') != pcfg['type']:
+        diffs.append(f'provider {made.get("type")!r} (config: {pcfg["type"]!r})')
+    else:
+        for name, value in pcfg.items():
+            if name not in ('type', 'checkpoint') and name in made \
+                    and _plain(made[name]) != _plain(value):
+                diffs.append(f'{name} {made[name]!r} (config: {value!r})')
+    overlap = se_cfg.get('overlap')
+    if overlap and key.get('overlap') and key['overlap'] != overlap:
+        diffs.append(f'overlap {key["overlap"]!r} (config: {overlap!r})')
+    sam_key, sam_cfg = key.get('sam') or {}, cfg.get('sam') or {}
+    if sam_key.get('model_type') and sam_cfg.get('model_type') \
+            and sam_key['model_type'] != sam_cfg['model_type']:
+        diffs.append(f'SAM {sam_key["model_type"]!r} (config: {sam_cfg["model_type"]!r})')
+    return diffs
 
 
 def _train_names(cfg: Mapping) -> list[str]:

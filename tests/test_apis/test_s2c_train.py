@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from s2c.apis import build_train_config, train
-from s2c.caches import MissingCacheError, run_embedding_job, run_se_map_job
+from s2c.caches import CacheMismatchError, MissingCacheError, run_embedding_job, run_se_map_job
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 S2C_DEMO = osp.join(REPO, 'configs/demo/s2c_resnet38d-w0.125_1xb8-12e_demo-128x128.py')
@@ -190,4 +190,16 @@ def test_missing_cache_command_quotes_a_config_path_with_spaces(demo_root, tmp_p
                                           str(tmp_path / 'none')})
     with pytest.raises(MissingCacheError, match=r"python tools/cache_se_maps.py '.*/my configs/"
                                                 r"configs/demo/x\.py'"):
+        train(cfg)
+
+
+def test_se_cache_made_with_other_settings_is_refused(demo_root, tmp_path):
+    """Pointed at SLIC SE maps while the config says Felzenszwalb, training stops before
+    iteration 1 with the difference and the rebuild command."""
+    options = _cache_dirs(tmp_path)
+    cfg = build_train_config(S2C_DEMO, work_dir=str(tmp_path / 'w'), data_root=demo_root,
+                             cfg_options=options)
+    assert run_se_map_job(cfg, provider='slic', progress=False, num_workers=0).ok
+    with pytest.raises(CacheMismatchError, match=r"(?s)provider 'slic' \(config: 'felzenszwalb'\)"
+                                                 r".*cache_se_maps.py .* --overwrite"):
         train(cfg)
