@@ -9,6 +9,7 @@ half-written file under the final name; a rerun cleans the leftovers
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import os.path as osp
@@ -57,9 +58,11 @@ def atomic_write(path: str) -> Iterator[str]:
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            raise no_space_error(directory, path) from e
         raise
 
 
@@ -103,6 +106,16 @@ def clean_stale_tmp(folder: str, max_age_s: float | None = None) -> int:
                 os.remove(entry.path)
                 removed += 1
     return removed
+
+
+def no_space_error(directory: str, path: str) -> OSError:
+    """The error for a write that ran out of disk: says so in those words, with the folder
+    and its free space (nothing partial was kept under ``path``)."""
+    free = shutil.disk_usage(directory).free if osp.isdir(directory) else 0
+    return OSError(errno.ENOSPC, f'no space left on device in {directory} '
+                                 f'({format_bytes(free)} free) while writing '
+                                 f'{osp.basename(path)}: nothing partial was kept; free space '
+                                 'or write elsewhere, then rerun (finished entries are kept)')
 
 
 class InsufficientDiskSpaceError(OSError):

@@ -8,11 +8,12 @@ them to uint8 when loading (ids above 255 wrap); a 16-bit PNG holds up to
 from __future__ import annotations
 
 import os.path as osp
+import shutil
 
 import cv2
 import numpy as np
 
-from .fileio import atomic_write
+from .fileio import atomic_write, no_space_error
 
 #: Largest segment id of a uint16 SE map (65,535).
 MAX_SEGMENTS = int(np.iinfo(np.uint16).max)
@@ -36,9 +37,18 @@ def save_se_map(path: str, se_map: np.ndarray) -> None:
     if se_map.size and (se_map.min() < 0 or se_map.max() > MAX_SEGMENTS):
         raise ValueError(f'SE map for {path} has ids outside [0, {MAX_SEGMENTS}]: '
                          f'[{se_map.min()}, {se_map.max()}]')
+    data = se_map.astype(np.uint16)
     with atomic_write(path) as tmp:
-        if not cv2.imwrite(tmp, se_map.astype(np.uint16)):
-            raise OSError(f'could not write SE map {path} (OpenCV imwrite failed)')
+        # Checked before the rename: a full disk can leave a short file behind a "successful"
+        # write; only a map that decodes to the same ids gets the final name.
+        written = cv2.imwrite(tmp, data)
+        back = cv2.imread(tmp, cv2.IMREAD_UNCHANGED) if written else None
+        if back is None or back.shape != data.shape or not np.array_equal(back, data):
+            directory = osp.dirname(osp.abspath(path))
+            if shutil.disk_usage(directory).free < 2 * data.nbytes + 2 ** 20:
+                raise no_space_error(directory, path)
+            raise OSError(f'could not write SE map {path}: the PNG written does not decode to '
+                          'the map (OpenCV imwrite failed)')
 
 
 def load_se_map(path: str) -> np.ndarray:

@@ -78,3 +78,36 @@ def test_empty_se_maps_are_counted_and_warned(tmp_path, monkeypatch):
     felz = run_se_map_job(make_cfg(root), out=str(tmp_path / 'felz'), progress=False)
     assert 'empty maps  : 0 of 7 computed (0%)' in felz.format()
     assert 'WARNING' not in felz.format()
+
+
+def test_a_full_disk_mid_job_says_so_and_keeps_no_partial_entry(tmp_path, monkeypatch):
+    """The disk fills up after 3 maps: those 3 are complete, the rest fail with "no space
+    left on device in <folder>", no temporary or partial file remains, and a rerun with
+    space completes only the missing ones."""
+    import s2c.utils.se_map_io as se_io
+    root = str(tmp_path / 'VOC2012')
+    names = make_dataset(root)
+    out = str(tmp_path / 'se')
+    real = se_io.cv2.imwrite
+    calls = {'n': 0}
+
+    def filling_disk(path, img):
+        calls['n'] += 1
+        if calls['n'] <= 3:
+            return real(path, img)
+        with open(path, 'wb') as f:  # what a full disk leaves: a short file
+            f.write(b'\\x89PNG\\r\\n')
+        return True
+
+    monkeypatch.setattr(se_io.cv2, 'imwrite', filling_disk)
+    monkeypatch.setattr(se_io.shutil, 'disk_usage',  # full once 3 maps are written
+                        lambda p: Usage(10 ** 12, 0, 0 if calls['n'] > 3 else 10 ** 12))
+    summary = run_se_map_job(make_cfg(root), out=out, progress=False, num_workers=0)
+    assert len(summary.done) == 3 and summary.failures.count == 4
+    assert all('no space left on device in ' + out in msg for msg in summary.failed.values())
+    assert not [f for f in os.listdir(out) if f.startswith('.tmp-')]
+    assert len([f for f in os.listdir(out) if f.endswith('.png')]) == 3
+    monkeypatch.undo()
+    again = run_se_map_job(make_cfg(root), out=out, progress=False)
+    assert again.ok and len(again.skipped) == 3 and sorted(again.done + again.skipped) == \
+        sorted(names)
