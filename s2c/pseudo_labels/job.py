@@ -12,8 +12,10 @@ into the same folder is refused unless ``overwrite``.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import os.path as osp
 import time
 from collections.abc import Mapping, Sequence
@@ -278,6 +280,7 @@ def make_pseudo_labels(cam_dir: str, out_dir: str, names: Sequence[str],
     if not osp.isdir(cam_dir):
         raise FileNotFoundError(f'CAM folder {cam_dir} not found; write CAMs with tools/test.py')
     labels = None if cls_labels is None else load_cls_labels(cls_labels)
+    stamped = osp.isfile(osp.join(out_dir, MANIFEST_NAME))
     claim_folder(out_dir, label_manifest(label_method, ignore_below, cam_dir, se_dir),
                  filename=MANIFEST_NAME, what='pseudo-labels', overwrite=overwrite)
 
@@ -316,4 +319,9 @@ def make_pseudo_labels(cam_dir: str, out_dir: str, names: Sequence[str],
             for result in pool.imap_unordered(_process_one, todo, chunksize=chunksize):
                 collect(result, bar)
     summary.wall_s = time.perf_counter() - start
+    if not stamped and not summary.done and not summary.skipped and summary.failures.count:
+        # Every image failed: leave the folder unstamped, so a rerun with other (fixed)
+        # inputs is not refused as "made with other settings".
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(osp.join(out_dir, MANIFEST_NAME))
     return summary

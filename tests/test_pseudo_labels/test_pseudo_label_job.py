@@ -485,3 +485,14 @@ def test_se_merge_labels_of_two_se_caches_never_mix(tmp_path):
     # threshold does not read SE maps: its manifest has no se_maps entry
     make_pseudo_labels(d['cams'], str(tmp_path / 'thr'), names, 'threshold', se_dir=other, **kw)
     assert 'se_maps' not in json.load(open(tmp_path / 'thr' / 'pseudo_labels.json'))['key']
+
+
+def test_a_run_where_every_image_fails_does_not_stamp_the_folder(tmp_path):
+    names, d, _ = _make_dataset(str(tmp_path), n=2)
+    out = tmp_path / 'pl'
+    bad = make_pseudo_labels(d['cams'], str(out), names, 'se_merge', se_dir=str(tmp_path / 'x'),
+                             img_dir=d['img'], bg_threshold=0.5, progress=False)
+    assert not bad.ok and not bad.done and not (out / 'pseudo_labels.json').exists()
+    good = make_pseudo_labels(d['cams'], str(out), names, 'se_merge', se_dir=d['se'],
+                              img_dir=d['img'], bg_threshold=0.5, progress=False)
+    assert good.ok and sorted(good.done) == names  # not refused as "other settings"
