@@ -156,3 +156,14 @@ def test_wrong_sbd_root(tool, capsys, tmp_path):
 def test_labels_from_mask_rejects_negative_values():
     with pytest.raises(ValueError, match=r'\[-1\] are outside 0..20'):
         labels_from_mask(np.array([[0, -1], [3, 255]]))
+
+
+def test_png_images_are_pointed_out(tmp_path):
+    root = _make_voc(tmp_path / 'VOC2012', {'a': 1, 'b': 2})
+    for name in 'ab':
+        jpg = root / 'JPEGImages' / f'{name}.jpg'
+        Image.open(jpg).save(root / 'JPEGImages' / f'{name}.png')
+        jpg.unlink()
+    with pytest.raises(VOCLayoutError, match=r"none of the 2 listed images .*a\.png exists: "
+                                             r"set img_suffix='\.png'"):
+        convert_voc12(str(root))

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from s2c.cam import CamFileError, cam_manifest, load_cams, prepare_cam_dir, save_cams
-from s2c.datasets import dataset_paths
+from s2c.datasets import dataset_paths, read_split
 from s2c.pseudo_labels import (
     apply_ignore,
     make_pseudo_labels,
@@ -496,3 +496,13 @@ def test_a_run_where_every_image_fails_does_not_stamp_the_folder(tmp_path):
     good = make_pseudo_labels(d['cams'], str(out), names, 'se_merge', se_dir=d['se'],
                               img_dir=d['img'], bg_threshold=0.5, progress=False)
     assert good.ok and sorted(good.done) == names  # not refused as "other settings"
+
+
+def test_visualize_with_data_root(demo_root, tmp_path, run_tool):
+    code, out, err = run_tool('analysis_tools/visualize', '--data-root', demo_root, '--split',
+                              'val', '--max', 2, '--height', 48, '--out', tmp_path / 'vis')
+    assert code == 0, err
+    names = read_split(osp.join(demo_root, 'ImageSets/Segmentation/val.txt'))[:2]
+    assert sorted(os.listdir(tmp_path / 'vis')) == sorted(n + '.png' for n in names)
+    code, _, err = run_tool('analysis_tools/visualize', '--names', 'x', '--out', tmp_path / 'v')
+    assert code == 2 and 'give --img-dir' in err

@@ -22,20 +22,24 @@ import sys
 from tqdm import tqdm
 
 from s2c.datasets import read_split
+from s2c.datasets.paths import split_file
 from s2c.utils import atomic_write
 from s2c.visualization import render_grid, stack_rows
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--img-dir', required=True)
+    p.add_argument('--img-dir', help='image folder (default with --data-root: '
+                                     '<data-root>/JPEGImages)')
+    p.add_argument('--data-root', help='dataset root (VOC layout): default --img-dir and --gt, '
+                                       'and --split NAME for ImageSets/Segmentation/NAME.txt')
     p.add_argument('--img-suffix', default='.jpg')
     p.add_argument('--cams', help='folder of <name>.npz CAMs')
     p.add_argument('--labels', help='folder of pseudo-label PNGs')
     p.add_argument('--gt', help='folder of ground-truth PNGs')
     names = p.add_mutually_exclusive_group(required=True)
     names.add_argument('--names', nargs='+')
-    names.add_argument('--split', help='image list file')
+    names.add_argument('--split', help='image list file (or a split name with --data-root)')
     p.add_argument('--max', type=int, default=None, help='first N names only')
     p.add_argument('--height', type=int, default=256, help='panel height in pixels')
     p.add_argument('--classes', nargs='+', default=None,
@@ -50,6 +54,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        if args.data_root:
+            args.img_dir = args.img_dir or osp.join(args.data_root, 'JPEGImages')
+            args.gt = args.gt or osp.join(args.data_root, 'SegmentationClass')
+            if args.split:
+                args.split = split_file(args.data_root, args.split)
+        if not args.img_dir:
+            raise FileNotFoundError('give --img-dir (the image folder) or --data-root')
         names = args.names if args.names else read_split(args.split)
     except FileNotFoundError as e:
         print(f'error: {e}', file=sys.stderr)

@@ -42,6 +42,7 @@ from scipy.io import loadmat
 from tqdm import tqdm
 
 from s2c.utils import atomic_write, load_label_png
+from s2c.utils.image_io import suffix_hint
 from s2c.utils.job_summary import FailureLog
 
 from ..class_names import VOC_CLASSES
@@ -352,8 +353,8 @@ def convert_voc12(root: str, sbd_root: str | None = None,
     missing_img = [n for n in names if not osp.isfile(img_paths[n])]
     if names and len(missing_img) == len(names):
         raise VOCLayoutError(f'none of the {len(names)} listed images is in '
-                             f'{osp.join(root, "JPEGImages")} (e.g. {img_paths[names[0]]}): '
-                             f'{ROOT_HELP}')
+                             f'{osp.join(root, "JPEGImages")} (e.g. {img_paths[names[0]]}'
+                             f'{suffix_hint(img_paths[names[0]])}): {ROOT_HELP}')
 
     files = []
     if sbd_root is not None:
@@ -366,8 +367,8 @@ def convert_voc12(root: str, sbd_root: str | None = None,
     failures, warnings = FailureLog(), FailureLog()
     for n in missing_img:
         failures.add('missing_image', img_paths[n],
-                     'listed in ImageSets/Segmentation but missing; add the JPEG or '
-                     'remove the id from the lists')
+                     'listed in ImageSets/Segmentation but missing'
+                     f'{suffix_hint(img_paths[n])}; add the JPEG or remove the id from the lists')
     missing = set(missing_img)
     labels = {}
     for name in tqdm(names, desc='image-level labels'):
