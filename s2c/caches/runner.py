@@ -55,6 +55,7 @@ from s2c.utils.dist import dist_rank_world, parse_shard, select_names
 from s2c.utils.fileio import TMP_PREFIX, check_free_space, clean_stale_tmp
 from s2c.utils.image_io import read_rgb_image
 from s2c.utils.job_summary import JobSummary, format_bytes
+from s2c.utils.locks import folder_lock
 from s2c.utils.manifest import MANIFEST_NAME, claim_folder, entry_files, read_manifest
 
 from .layout import CACHE_TOOLS, train_dataset_cfg
@@ -362,26 +363,29 @@ def run_cache_job(job: CacheJob, paths: DatasetPaths, names: Sequence[str],
         need = missing * job.entry_bytes
         free = check_free_space(job.cache_dir, need, f'{missing:,} {job.kind} entries') \
             if need else 0
-        replaced = claim_folder(job.cache_dir, job.manifest, what='a cache',
-                                entry_suffix=job.suffix, overwrite=options.overwrite,
-                                delete_on_replace=True, rank=rank)
         sole_writer = world == 1 and (options.shard is None or options.shard[1] == 1)
-        n_tmp = clean_stale_tmp(job.cache_dir, None if sole_writer else STALE_TMP_AGE_S)
-        if n_tmp:
-            print_log(f'removed {n_tmp} stale temporary file(s) ({TMP_PREFIX}*) from '
-                      f'{job.cache_dir}', logger='current')
-        if options.overwrite or replaced:
-            todo = list(mine)
-        else:
-            todo = _todo(job, mine, summary, repair, bar_kw)
-        size = ''
-        if need:
-            size = f', about {format_bytes(need)} to write ({format_bytes(free)} free)'
-        print_log(f'[{job.kind}] {job.cache_dir}: {len(mine)} images, {len(summary.skipped)} '
-                  f'already cached, {len(todo)} to compute{size}'
-                  + (f' ({len(summary.repaired)} bad entries deleted)' if repair else ''),
-                  logger='current', level=logging.INFO)
-        _compute(job, todo, paths, summary, options, bar_kw)
+        # A sole writer may delete every temporary file it finds: no other job may write
+        # the folder meanwhile (shards and ranks share it, with age-based cleaning).
+        with folder_lock(job.cache_dir, exclusive=sole_writer, what=f'a {job.kind} cache'):
+            replaced = claim_folder(job.cache_dir, job.manifest, what='a cache',
+                                    entry_suffix=job.suffix, overwrite=options.overwrite,
+                                    delete_on_replace=True, rank=rank)
+            n_tmp = clean_stale_tmp(job.cache_dir, None if sole_writer else STALE_TMP_AGE_S)
+            if n_tmp:
+                print_log(f'removed {n_tmp} stale temporary file(s) ({TMP_PREFIX}*) from '
+                          f'{job.cache_dir}', logger='current')
+            if options.overwrite or replaced:
+                todo = list(mine)
+            else:
+                todo = _todo(job, mine, summary, repair, bar_kw)
+            size = ''
+            if need:
+                size = f', about {format_bytes(need)} to write ({format_bytes(free)} free)'
+            print_log(f'[{job.kind}] {job.cache_dir}: {len(mine)} images, {len(summary.skipped)} '
+                      f'already cached, {len(todo)} to compute{size}'
+                      + (f' ({len(summary.repaired)} bad entries deleted)' if repair else ''),
+                      logger='current', level=logging.INFO)
+            _compute(job, todo, paths, summary, options, bar_kw)
     summary.wall_s = time.perf_counter() - t0
     summary.bytes_on_disk, summary.entries_on_disk = _size_on_disk(job.cache_dir, job.suffix)
     return summary

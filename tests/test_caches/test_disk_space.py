@@ -1,4 +1,5 @@
-"""A cache job that would not fit on its disk is refused before anything is written."""
+"""Cache jobs and their disk: refused when the job would not fit, "no space left" named when
+the disk fills up, counts of empty SE maps, one sole writer per folder."""
 from __future__ import annotations
 
 import collections
@@ -12,6 +13,7 @@ from s2c.caches import run_se_map_job
 from s2c.caches.embedding_store import entry_nbytes
 from s2c.utils import fileio
 from s2c.utils.fileio import InsufficientDiskSpaceError, check_free_space
+from s2c.utils.locks import FolderBusyError, folder_lock
 
 Usage = collections.namedtuple('Usage', 'total used free')
 
@@ -111,3 +113,18 @@ def test_a_full_disk_mid_job_says_so_and_keeps_no_partial_entry(tmp_path, monkey
     again = run_se_map_job(make_cfg(root), out=out, progress=False)
     assert again.ok and len(again.skipped) == 3 and sorted(again.done + again.skipped) == \
         sorted(names)
+
+
+def test_a_second_writer_is_refused_not_allowed_to_delete_temp_files(tmp_path):
+    root = str(tmp_path / 'VOC2012')
+    make_dataset(root)
+    out = str(tmp_path / 'se')
+    with folder_lock(out, exclusive=False):  # e.g. a sharded job running on this folder
+        with pytest.raises(FolderBusyError, match='another job is writing a se_maps cache'):
+            run_se_map_job(make_cfg(root), out=out, progress=False)
+        # another shard may join
+        assert run_se_map_job(make_cfg(root), out=out, shard='1/2', progress=False).ok
+    with folder_lock(out, exclusive=True):  # a sole writer holds it: shards must wait too
+        with pytest.raises(FolderBusyError):
+            run_se_map_job(make_cfg(root), out=out, shard='0/2', progress=False)
+    assert run_se_map_job(make_cfg(root), out=out, progress=False).ok
