@@ -16,6 +16,7 @@ import argparse
 import sys
 
 from s2c.apis.caches import add_job_args, run_cache_cli
+from s2c.apis.cli import cli_entry
 from s2c.caches import run_embedding_job
 
 
@@ -31,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.provider:

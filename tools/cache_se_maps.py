@@ -17,6 +17,7 @@ import argparse
 import sys
 
 from s2c.apis.caches import add_job_args, run_cache_cli
+from s2c.apis.cli import cli_entry
 from s2c.caches import run_se_map_job
 
 
@@ -28,6 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     return run_cache_cli(run_se_map_job, args, provider=args.provider)

@@ -22,6 +22,7 @@ from mmengine.config import DictAction
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from s2c.apis import load_config  # noqa: E402
+from s2c.apis.cli import cli_entry  # noqa: E402
 from s2c.apis.compare import REFERENCE_METHODS, run_comparison  # noqa: E402
 from s2c.caches.preflight import MissingCacheError  # noqa: E402
 from s2c.evaluation.comparison import comparison_markdown  # noqa: E402
@@ -56,6 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison; exit 2 with the command to run when a cache is missing."""
     args = parse_args(argv)

@@ -17,6 +17,7 @@ import sys
 
 from mmengine.config import DictAction
 
+from s2c.apis.cli import cli_entry
 from s2c.apis.config import load_config
 from s2c.apis.pseudo_labels import pseudo_labels_from_config, sam_method_params
 from s2c.cam import CRFParams
@@ -80,6 +81,7 @@ def method_params(cfg, args: argparse.Namespace) -> dict:
     return dict(bg_threshold=bg)
 
 
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:

@@ -16,6 +16,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mmengine.config import DictAction  # noqa: E402
 
 from s2c.apis import build_train_config, train  # noqa: E402
+from s2c.apis.cli import cli_entry  # noqa: E402
 from s2c.engine import NonFiniteLossError  # noqa: E402
 
 
@@ -46,6 +47,7 @@ def cfg_option_value(value) -> str:
     return str(value)
 
 
+@cli_entry
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_train_config(args.config, work_dir=args.work_dir, resume=args.resume,
@@ -65,4 +67,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -13,6 +13,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from s2c.apis.cli import cli_entry  # noqa: E402
 from s2c.apis.demo_sam import (  # noqa: E402
     load_instance_set,
     single_point_miou,
@@ -21,6 +22,7 @@ from s2c.apis.demo_sam import (  # noqa: E402
 from s2c.sam.build import build_sam  # noqa: E402
 
 
+@cli_entry
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

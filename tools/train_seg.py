@@ -17,6 +17,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mmengine.config import DictAction  # noqa: E402
 
 from s2c.apis import build_train_config  # noqa: E402
+from s2c.apis.cli import cli_entry  # noqa: E402
 from s2c.apis.segmentation import set_pseudo_label_dir, train_segmentor  # noqa: E402
 from s2c.engine import NonFiniteLossError  # noqa: E402
 
@@ -43,6 +44,7 @@ def parse_args(argv=None):
     return args
 
 
+@cli_entry
 def main(argv=None):
     args = parse_args(argv)
     try:
@@ -61,4 +63,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

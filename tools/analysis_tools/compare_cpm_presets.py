@@ -42,6 +42,7 @@ from tqdm import tqdm
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from s2c.apis import load_config  # noqa: E402
+from s2c.apis.cli import cli_entry  # noqa: E402
 from s2c.apis.test import build_classifier  # noqa: E402
 from s2c.caches import run_embedding_job  # noqa: E402
 from s2c.cam import batch_multiscale_cams, standin_cam  # noqa: E402
@@ -154,6 +155,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison and print the table."""
     args = parse_args(argv)

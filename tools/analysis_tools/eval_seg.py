@@ -17,6 +17,7 @@ import argparse
 import os.path as osp
 import sys
 
+from s2c.apis.cli import cli_entry
 from s2c.datasets import read_split
 from s2c.datasets.paths import split_file
 from s2c.evaluation.folder_eval import evaluate_folder, save_eval_json
@@ -37,6 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:

@@ -11,10 +11,12 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
+from s2c.apis.cli import cli_entry  # noqa: E402
 from s2c.cam import write_gt_standin_cams  # noqa: E402
 from s2c.datasets import dataset_paths  # noqa: E402
 
 
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
     """Write the stand-ins; exit 1 when an image had no ground truth."""
     p = argparse.ArgumentParser(description=__doc__,

@@ -21,6 +21,7 @@ import sys
 
 from tqdm import tqdm
 
+from s2c.apis.cli import cli_entry
 from s2c.datasets import read_split
 from s2c.datasets.paths import split_file
 from s2c.utils import atomic_write
@@ -51,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:

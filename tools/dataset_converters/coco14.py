@@ -18,6 +18,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
+from s2c.apis.cli import cli_entry  # noqa: E402
 from s2c.datasets import read_split, save_cls_labels  # noqa: E402
 from s2c.datasets.converters.coco14 import (  # noqa: E402
     LIST_NAMES,
@@ -30,6 +31,7 @@ from s2c.datasets.converters.coco14 import (  # noqa: E402
 )
 
 
+@cli_entry
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

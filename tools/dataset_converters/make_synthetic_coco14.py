@@ -12,9 +12,11 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
+from s2c.apis.cli import cli_entry  # noqa: E402
 from s2c.datasets.coco_synthetic import make_synthetic_coco14  # noqa: E402
 
 
+@cli_entry
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

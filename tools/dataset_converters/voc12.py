@@ -18,6 +18,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
+from s2c.apis.cli import cli_entry  # noqa: E402
 from s2c.datasets.converters.voc12 import VOCLayoutError, convert_voc12  # noqa: E402
 
 
@@ -31,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
     """Run the converter; print the counts and problems.
 

@@ -23,6 +23,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
+from s2c.apis.cli import cli_entry  # noqa: E402
 from s2c.models.segmentation.caffe_resnet import convert_caffe_resnet101  # noqa: E402
 
 
@@ -33,6 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:

@@ -19,6 +19,7 @@ import sys
 
 import torch
 
+from s2c.apis.cli import cli_entry
 from s2c.models.backbones.mxnet_params import MXNetParamsError, convert_params_file
 from s2c.models.backbones.resnet38d import ResNet38d
 
@@ -42,6 +43,7 @@ def reference_shapes(width: float) -> dict[str, tuple[int, ...]]:
             if not k.endswith('num_batches_tracked')}
 
 
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     reference = None if args.no_check else reference_shapes(args.width)
