@@ -33,10 +33,11 @@ def train(cfg: Config, cache_cli_args: str = '') -> Runner:
     check_caches(cfg, cache_cli_args)
     # Hooks every run gets unless the config lists them (scoped names: also found from another
     # default scope, e.g. mmseg configs): checkpoints that --resume can read under torch >= 2.6,
-    # and a non-finite loss stops the run instead of training on NaNs.
+    # a non-finite loss stops the run instead of training on NaNs, and SSC without any
+    # segment for a logging window is warned about.
     hooks = list(cfg.get('custom_hooks') or [])
     present = {_hook_name(h.get('type')) for h in hooks}
-    for name in ('WeightsOnlyCheckpointHook', 'NonFiniteLossHook'):
+    for name in ('WeightsOnlyCheckpointHook', 'NonFiniteLossHook', 'EmptySegmentsHook'):
         if name not in present:
             hooks.append(dict(type='s2c.' + name))
     cfg.custom_hooks = hooks

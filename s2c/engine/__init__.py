@@ -1,5 +1,6 @@
 """Runner-side pieces: hooks and the crash-safe runner."""
 from .hooks import (
+    EmptySegmentsHook,
     NonFiniteLossError,
     NonFiniteLossHook,
     WeightsOnlyCheckpointHook,
@@ -8,5 +9,5 @@ from .hooks import (
 )
 from .runner import CheckpointSafeRunner
 
-__all__ = ['CheckpointSafeRunner', 'NonFiniteLossError', 'NonFiniteLossHook',
+__all__ = ['CheckpointSafeRunner', 'EmptySegmentsHook', 'NonFiniteLossError', 'NonFiniteLossHook',
            'WeightsOnlyCheckpointHook', 'from_plain', 'to_plain']

@@ -6,12 +6,13 @@ import hashlib
 import math
 import os.path as osp
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from s2c.apis import train
-from s2c.engine import NonFiniteLossError, NonFiniteLossHook
+from s2c.engine import EmptySegmentsHook, NonFiniteLossError, NonFiniteLossHook
 from s2c.engine.hooks.non_finite_loss_hook import non_finite_losses
 
 sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'test_apis'))
@@ -55,3 +56,15 @@ def test_skip_action_skips_and_counts(demo_root, tmp_path):
     runner = train(cfg)
     skipped = runner.message_hub.get_info('train/skipped_steps')
     assert runner.iter == 5 and 1 <= skipped <= 4  # the first step is finite, later ones not
+
+
+def test_empty_segments_hook_warns_after_a_silent_window():
+    hook = EmptySegmentsHook(interval=3)
+    runner = SimpleNamespace(iter=0)
+    coverage = [0.2, 0.0, 0.0, 0.0, 0.0, 0.3, 0.0, 0.0]
+    for i, c in enumerate(coverage):
+        runner.iter = i
+        hook.after_train_iter(runner, i, outputs={'ssc_coverage': torch.tensor(c)})
+    assert hook.warnings == 1  # iterations 2-4 had no segment; 7-8 are only two
+    hook.after_train_iter(runner, 0, outputs={'loss_cls': torch.tensor(1.0)})  # no SSC: quiet
+    assert hook.warnings == 1

@@ -103,7 +103,8 @@ class CAMClassifier(BaseModel):
         raise ValueError(f'unknown mode {mode!r}; expected loss, predict or tensor')
 
     def loss(self, inputs: torch.Tensor, data_samples: Sequence[dict]) -> dict[str, torch.Tensor]:
-        """Training losses (``loss_cls`` [+ ``loss_ssc``] [+ ``loss_cpm``])."""
+        """Training losses (``loss_cls`` [+ ``loss_ssc``] [+ ``loss_cpm``]); with SSC also
+        ``ssc_coverage``, the share of crop pixels inside an SE segment (logged only)."""
         labels = self.stack_labels(data_samples, inputs.device)
         cpm_targets = None
         if self.cpm is not None and self.cpm.is_active():
@@ -114,6 +115,10 @@ class CAMClassifier(BaseModel):
         losses = dict(loss_cls=self.loss_cls(out['logits'], labels))
         if self.ssc is not None:
             losses['loss_ssc'] = self.ssc(out['feat'], data_samples, inputs.shape[-2:])
+            # Logged, not summed (no 'loss' in the key): share of crop pixels inside an SE
+            # segment; 0 for a whole logging window means SSC learns nothing.
+            losses['ssc_coverage'] = torch.stack(
+                [(s['se_map'] > 0).float().mean() for s in data_samples]).mean().detach()
         if cpm_targets is not None:
             losses['loss_cpm'] = self.cpm.loss(out['cam'], labels, cpm_targets,
                                                inputs.shape[-2:])
