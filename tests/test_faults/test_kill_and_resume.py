@@ -135,3 +135,24 @@ def test_training_killed_then_resumed(data, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     after = _entries(w, '.pth')
     assert 'epoch_3.pth' in after and after['epoch_1.pth'] == before['epoch_1.pth']
+
+
+@pytest.mark.slow
+def test_cam_inference_killed_then_rerun(data, tmp_path):
+    w = str(tmp_path / 'w')
+    train = subprocess.run(
+        [sys.executable, 'tools/train.py', CAM_DEMO, '--data-root', data, '--work-dir', w,
+         '--cfg-options', 'train_dataloader.num_workers=0',
+         'train_dataloader.persistent_workers=False', 'val_dataloader.num_workers=0',
+         'val_dataloader.persistent_workers=False', 'train_dataloader.batch_size=4',
+         'train_cfg.max_epochs=1', 'train_cfg.val_interval=1', 'param_scheduler.0.end=1'],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert train.returncode == 0, train.stderr[-2000:]
+    out = str(tmp_path / 'cams')
+    cmd = [sys.executable, 'tools/test.py', CAM_DEMO, osp.join(w, 'epoch_1.pth'), '--data-root',
+           data, '--split', 'train', '--out', out]
+    before = _kill_after(cmd, out, '.npz', 4)
+    done = _rerun(cmd)
+    assert done.returncode == 0, done.stderr[-2000:]
+    _check_resumed(before, out, '.npz', read_split(osp.join(data, 'ImageSets/Segmentation/'
+                                                            'train.txt')))
