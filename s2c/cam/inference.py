@@ -132,6 +132,12 @@ def infer_cam_dir(model: torch.nn.Module, names: Sequence[str], img_dir: str,
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             continue
+        finite = torch.isfinite(cams).all() if isinstance(cams, torch.Tensor) \
+            else np.isfinite(np.asarray(cams)).all()
+        if not bool(finite):  # never written: a NaN CAM file would poison every later stage
+            summary.fail(name, 'CAMs hold NaN/inf values (diverged training or a bad '
+                         'checkpoint?); nothing written', 'non_finite_cam')
+            continue
         save_cams(path, keys, cams)
         summary.done.append(name)
     summary.wall_s = time.perf_counter() - start

@@ -14,7 +14,8 @@ from PIL import Image
 
 from s2c.apis import build_classifier, run_cam_inference, set_data_root
 from s2c.cam import load_cams, multiscale_cams, read_cam_manifest
-from s2c.datasets import load_cls_labels
+from s2c.cam.inference import infer_cam_dir
+from s2c.datasets import load_cls_labels, read_split
 from s2c.models import CAMClassifier
 from s2c.pseudo_labels import read_bg_threshold
 from s2c.utils import ManifestMismatchError
@@ -189,3 +190,17 @@ def test_cams_of_degraded_images_have_their_own_key(demo_root, tmp_path):
     assert np.abs(clean.astype(np.float32) - noisy.astype(np.float32)).max() > 1e-3
     with pytest.raises(ManifestMismatchError, match='degradation'):
         run_cam_inference(cfg, ckpt, out_dir=out, **kw)
+
+
+def test_non_finite_cams_are_failures_never_files(demo_root, tmp_path):
+    """A model with NaN weights gives NaN CAMs: each image is reported, no CAM file exists."""
+    model = _tiny_model()
+    with torch.no_grad():
+        model.backbone.conv1a.weight.fill_(float('nan'))
+    names = read_split(osp.join(demo_root, 'ImageSets/Segmentation/val.txt'))[:2]
+    labels = load_cls_labels(osp.join(demo_root, 'cls_labels.npy'))
+    summary = infer_cam_dir(model, names, osp.join(demo_root, 'JPEGImages'), labels,
+                            str(tmp_path / 'cams'), scales=(1.0,), flip=False, progress=False)
+    assert summary.done == [] and sorted(summary.failures.names('non_finite_cam')) == names
+    cams = tmp_path / 'cams'
+    assert not cams.exists() or not [f for f in os.listdir(cams) if f.endswith('.npz')]
