@@ -1,6 +1,8 @@
 """Training entry point: Config -> MMEngine Runner -> train."""
 from __future__ import annotations
 
+import torch
+import torch.distributed as torch_dist
 from mmengine.config import Config
 from mmengine.runner import Runner
 
@@ -41,6 +43,7 @@ def train(cfg: Config, cache_cli_args: str = '') -> Runner:
         if name not in present:
             hooks.append(dict(type='s2c.' + name))
     cfg.custom_hooks = hooks
+    prepare_cpu_distributed(cfg)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else CheckpointSafeRunner.from_cfg(cfg)
     runner.train()
     return runner
@@ -51,3 +54,19 @@ def _hook_name(hook_type) -> str:
     if isinstance(hook_type, type):
         return hook_type.__name__
     return str(hook_type).rsplit('.', 1)[-1]
+
+
+def prepare_cpu_distributed(cfg: Config) -> None:
+    """Let ``--launcher pytorch`` (torchrun) run without CUDA: join a ``gloo`` process group
+    before the Runner is built (MMEngine's launcher always selects a CUDA device) and wrap
+    the model in DDP without ``device_ids`` (CPU modules take none). No-op with CUDA, without
+    a launcher, or when a process group exists.
+    """
+    if cfg.get('launcher', 'none') == 'none' or torch.cuda.is_available():
+        return
+    if not torch_dist.is_initialized():
+        torch_dist.init_process_group(backend='gloo')
+    if cfg.get('model_wrapper_cfg') is None:
+        cfg.model_wrapper_cfg = dict(
+            type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))

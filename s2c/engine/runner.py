@@ -7,6 +7,7 @@ import glob
 import os
 import os.path as osp
 
+from mmengine.dist import is_main_process
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import find_latest_checkpoint
@@ -66,7 +67,8 @@ class CheckpointSafeRunner(Runner):
         tmp_name = f'{TMP_PREFIX}{filename}'
         try:
             super().save_checkpoint(out_dir, tmp_name, *args, **kwargs)
-            os.replace(osp.join(out_dir, tmp_name), osp.join(out_dir, filename))
+            if is_main_process():  # only the main process writes checkpoints (DDP)
+                os.replace(osp.join(out_dir, tmp_name), osp.join(out_dir, filename))
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(osp.join(out_dir, tmp_name))
