@@ -6,37 +6,23 @@ Usage:
 Multi-GPU: torchrun --nproc_per_node=N tools/train.py CONFIG --launcher pytorch
 """
 import argparse
-import os
 import os.path as osp
 import shlex
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.config import DictAction  # noqa: E402
 
 from s2c.apis import build_train_config, train  # noqa: E402
 from s2c.apis.cli import cli_entry  # noqa: E402
+from s2c.apis.config import add_train_args, parse_train_args  # noqa: E402
 from s2c.engine import NonFiniteLossError  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('config', help='config file')
-    parser.add_argument('--work-dir', help='output folder (default work_dirs/<config name>)')
-    parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='CKPT',
-                        help='resume from CKPT, or from the latest checkpoint of the work dir')
-    parser.add_argument('--amp', action='store_true', help='mixed precision (CUDA)')
-    parser.add_argument('--data-root', help='set data_root of every dataset')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, e.g. train_cfg.max_epochs=2')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_train_args(add_train_args(parser), argv)
 
 
 def cfg_option_value(value) -> str:

@@ -8,16 +8,15 @@ Before iteration 1 every training image must have a pseudo-label PNG in the fold
 names the missing ones and the command that writes them).
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.config import DictAction  # noqa: E402
 
 from s2c.apis import build_train_config  # noqa: E402
 from s2c.apis.cli import cli_entry  # noqa: E402
+from s2c.apis.config import add_train_args, parse_train_args  # noqa: E402
 from s2c.apis.segmentation import set_pseudo_label_dir, train_segmentor  # noqa: E402
 from s2c.engine import NonFiniteLossError  # noqa: E402
 
@@ -25,23 +24,11 @@ from s2c.engine import NonFiniteLossError  # noqa: E402
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('config', help='a configs/deeplab config')
+    add_train_args(parser)  # config is a configs/deeplab config
     parser.add_argument('--pseudo-labels', metavar='DIR',
                         help='pseudo-label PNG folder of the training list (tools/'
                              'make_pseudo_labels.py --out); default: the config\'s')
-    parser.add_argument('--work-dir', help='output folder (default work_dirs/<config name>)')
-    parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='CKPT',
-                        help='resume from CKPT, or from the latest checkpoint of the work dir')
-    parser.add_argument('--amp', action='store_true', help='mixed precision (CUDA)')
-    parser.add_argument('--data-root', help='set data_root of every dataset')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, e.g. train_cfg.max_iters=4')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_train_args(parser, argv)
 
 
 @cli_entry

@@ -1,12 +1,14 @@
 """Turning a config file + command-line options into a ready-to-run Config."""
 from __future__ import annotations
 
+import argparse
+import os
 import os.path as osp
 from collections.abc import MutableMapping, MutableSequence
 from typing import Any
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 
 DATALOADER_KEYS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
@@ -125,3 +127,29 @@ def build_train_config(config: str, *, work_dir: str | None = None,
         cfg.resume = True
         cfg.load_from = resume
     return cfg
+
+
+def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options every training tool takes (``tools/train.py``, ``tools/train_seg.py``):
+    ``config``, ``--work-dir``, ``--resume [CKPT]``, ``--amp``, ``--data-root``,
+    ``--cfg-options``, ``--launcher`` and ``--local-rank`` (see :func:`build_train_config`)."""
+    parser.add_argument('config', help='config file')
+    parser.add_argument('--work-dir', help='output folder (default work_dirs/<config name>)')
+    parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='CKPT',
+                        help='resume from CKPT, or from the latest checkpoint of the work dir')
+    parser.add_argument('--amp', action='store_true', help='mixed precision (CUDA)')
+    parser.add_argument('--data-root', help='set data_root of every dataset')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, e.g. train_cfg.max_epochs=2')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser
+
+
+def parse_train_args(parser: argparse.ArgumentParser,
+                     argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse, and export ``LOCAL_RANK`` for the launcher when torchrun did not set it."""
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args

@@ -10,11 +10,9 @@ strict SAM builder like any real checkpoint, with a manifest of how it was made.
 """
 from __future__ import annotations
 
-import json
 import math
 import os.path as osp
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +29,7 @@ from s2c.sam.training import promptable_loss, sample_box, sample_points
 from s2c.sam.transforms import preprocess_image
 from s2c.utils import atomic_save_json, atomic_write, load_label_png, read_rgb_image
 
-#: Keys of the demo SAM's manifest that decide whether a saved checkpoint can be reused.
+#: The manifest sits next to the checkpoint with this suffix.
 MANIFEST_SUFFIX = '.json'
 
 
@@ -216,15 +214,6 @@ def manifest_path(checkpoint: str) -> str:
     return osp.splitext(checkpoint)[0] + MANIFEST_SUFFIX
 
 
-def read_demo_sam_manifest(checkpoint: str) -> dict | None:
-    """The manifest next to a demo SAM checkpoint, or ``None`` when either is missing."""
-    path = manifest_path(checkpoint)
-    if not (osp.isfile(checkpoint) and osp.isfile(path)):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
 @torch.no_grad()
 def single_point_miou(sam, data: InstanceSet, batch_size: int = 32) -> float:
     """Mean IoU (percent) of SAM's single-point masks against the objects of ``data``.
@@ -261,21 +250,5 @@ def single_point_miou(sam, data: InstanceSet, batch_size: int = 32) -> float:
     return 100.0 * float(np.mean(ious)) if ious else float('nan')
 
 
-def ensure_demo_sam(data_root: str, out: str, *, steps: int = 1500, seed: int = 0,
-                    progress: bool = True) -> tuple[str, dict]:
-    """Train the demo SAM once: reuse ``out`` when its manifest has the same settings.
-
-    Returns:
-        tuple: ``(checkpoint path, manifest)``.
-    """
-    manifest = read_demo_sam_manifest(out)
-    if manifest and manifest.get('steps') == steps and manifest.get('seed') == seed \
-            and manifest.get('data_root') == osp.abspath(data_root):
-        print(f'[demo] using the demo SAM {out} (trained in {manifest["wall_s"]:.0f} s)')
-        return out, manifest
-    print(f'[demo] training the demo SAM (tiny, class-agnostic, train objects only) -> {out}')
-    return out, train_demo_sam(data_root, out, steps=steps, seed=seed, progress=progress)
-
-
-__all__: Sequence[str] = ('InstanceSet', 'load_instance_set', 'train_demo_sam',
-                          'single_point_miou', 'ensure_demo_sam', 'read_demo_sam_manifest')
+__all__ = ['InstanceSet', 'load_instance_set', 'manifest_path', 'single_point_miou',
+           'train_demo_sam']
