@@ -10,7 +10,7 @@ STAMP := $(VENV)/.s2c-installed
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml Makefile
+$(STAMP): setup.cfg pyproject.toml Makefile tools/misc/install_mmcv.sh
 	@if [ ! -x $(PY) ]; then echo "[install] creating virtual environment $(VENV)"; $(PYTHON) -m venv $(VENV); fi
 	@if $(PY) -c "import torch, torchvision; torchvision.ops.nms" >/dev/null 2>&1; then \
 	  echo "[install] torch/torchvision already work: $$($(PY) -c 'import torch, torchvision; print(torch.__version__, torchvision.__version__)')"; \
@@ -23,8 +23,7 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 	@if $(PY) -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1.0'" >/dev/null 2>&1; then \
 	  echo "[install] mmcv 2.1.0 with ops already installed"; \
 	else \
-	  echo "[install] mmcv 2.1.0 from source with its ops (10-15 min on 2 cores the first time; pip caches the wheel)"; \
-	  $(PIP) install --no-build-isolation "mmcv==2.1.0"; \
+	  bash tools/misc/install_mmcv.sh $(PY); \
 	fi
 	@echo "[install] s2c (editable) with extras seg,coco,dev"
 	@$(PIP) install -q --no-build-isolation -e ".[seg,coco,dev]"

@@ -4,7 +4,10 @@ custom_imports = dict(
     imports=['s2c.datasets', 's2c.models', 's2c.evaluation', 's2c.engine'],
     allow_failed_imports=False)
 
+# num_threads: torch intra-op threads per process; None = S2C_NUM_THREADS or the cores of the
+# process divided among the node's processes (torchrun) less one per data-loader worker.
 env_cfg = dict(
+    num_threads=None,
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
     dist_cfg=dict(backend='nccl'))

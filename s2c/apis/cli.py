@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from s2c.utils.fileio import InsufficientDiskSpaceError
 from s2c.utils.locks import FolderBusyError
 from s2c.utils.manifest import ManifestMismatchError, ManifestUnreadableError
+from s2c.utils.threads import set_num_threads
 
 #: Exceptions that mean "the input or the environment is wrong": a missing or bad file, a
 #: bad config value, a cache of other settings, a busy folder, a full disk.
@@ -27,7 +28,9 @@ def cli_entry(main: Callable[[Sequence[str] | None], int | None]
               ) -> Callable[[Sequence[str] | None], int]:
     """Wrap a tool's ``main(argv)``: a user error (:data:`USER_ERRORS`) prints
     ``error: <message>`` on one line of stderr and returns 2; ``--debug`` anywhere in the
-    arguments shows the traceback instead. Other exceptions (bugs) propagate."""
+    arguments shows the traceback instead. Other exceptions (bugs) propagate. Torch's
+    intra-op thread count is set first (:func:`s2c.utils.threads.set_num_threads`:
+    ``S2C_NUM_THREADS`` or the cores available to the process)."""
 
     @functools.wraps(main)
     def wrapper(argv: Sequence[str] | None = None) -> int:
@@ -35,6 +38,7 @@ def cli_entry(main: Callable[[Sequence[str] | None], int | None]
         debug = '--debug' in args
         args = [a for a in args if a != '--debug']
         try:
+            set_num_threads()
             code = main(args)
         except USER_ERRORS as e:
             if debug:

@@ -9,6 +9,7 @@ from mmengine.runner import Runner
 from s2c.caches.preflight import check_caches
 from s2c.engine import CheckpointSafeRunner
 from s2c.registry import RUNNERS
+from s2c.utils.threads import set_num_threads
 
 
 def train(cfg: Config, cache_cli_args: str = '') -> Runner:
@@ -17,7 +18,10 @@ def train(cfg: Config, cache_cli_args: str = '') -> Runner:
     Before the runner is built, configs that need SAM caches are checked by
     :func:`s2c.caches.check_caches` (a missing or incomplete cache stops the run
     with the command that builds it); CPM checks its back-end against the
-    embedding cache when the model is built, also before iteration 1.
+    embedding cache when the model is built, also before iteration 1. Torch's intra-op
+    threads are set from ``env_cfg.num_threads``, ``S2C_NUM_THREADS`` or the cores of this
+    process shared among the node's processes and the data-loader workers
+    (:func:`s2c.utils.threads.set_num_threads`).
 
     Args:
         cfg: A config from :func:`~s2c.apis.build_train_config`.
@@ -33,6 +37,10 @@ def train(cfg: Config, cache_cli_args: str = '') -> Runner:
             last good checkpoint).
     """
     check_caches(cfg, cache_cli_args)
+    workers = int((cfg.get('train_dataloader') or {}).get('num_workers', 0) or 0)
+    threads = set_num_threads((cfg.get('env_cfg') or {}).get('num_threads'), workers)
+    print(f'[s2c] torch intra-op threads: {threads} (env_cfg.num_threads or S2C_NUM_THREADS '
+          'to change)')
     # Hooks every run gets unless the config lists them (scoped names: also found from another
     # default scope, e.g. mmseg configs): checkpoints that --resume can read under torch >= 2.6,
     # a non-finite loss stops the run instead of training on NaNs, and SSC without any
