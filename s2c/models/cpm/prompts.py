@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from s2c.cam.peaks import find_peaks
+from s2c.cam.peaks import batched_find_peaks
 from s2c.structures import PromptBatch
 
 
@@ -14,6 +14,10 @@ def peak_prompts(cams: torch.Tensor, labels: torch.Tensor, *, threshold: float =
                  min_distance: int = 20, filter_size: int = 3, rule: str = 'snapped'
                  ) -> tuple[list[int], list[int], list[np.ndarray]]:
     """Peaks of every present class (CPM step 2, official ``model_s2c.py`` 230-256).
+
+    The peaks of all present classes are found in one batch on the CAMs' device
+    (:func:`~s2c.cam.peaks.batched_find_peaks`, equal to ``find_peaks`` of each
+    map) and copied to the host once.
 
     Args:
         cams: ``(B, C, H, W)`` normalised CAMs in the crop frame (zero where the
@@ -29,17 +33,24 @@ def peak_prompts(cams: torch.Tensor, labels: torch.Tensor, *, threshold: float =
         peaks (global maximum first; :func:`~s2c.cam.peaks.find_peaks`) of each prompt.
         A class without any peak (``'snapped'``: its CAM never exceeds ``threshold``) gets
         no prompt, so no SAM mask is labelled with it.
+
+    Raises:
+        ValueError: For an unknown ``rule`` (when a class is present).
     """
-    cams_np = cams.float().cpu().numpy()
-    img_idx, cls_idx, peaks = [], [], []
-    for bi, ci in torch.nonzero(labels > 0.5).tolist():
-        found = find_peaks(cams_np[bi, ci], threshold=threshold, min_distance=min_distance,
-                           filter_size=filter_size, rule=rule)
-        if len(found):
-            img_idx.append(bi)
-            cls_idx.append(ci)
-            peaks.append(found)
-    return img_idx, cls_idx, peaks
+    present = torch.nonzero(labels > 0.5).to(cams.device)  # (M, 2) (image, class)
+    if not len(present):
+        return [], [], []
+    found, map_index = batched_find_peaks(cams[present[:, 0], present[:, 1]], threshold,
+                                          min_distance, filter_size, rule)
+    m = len(present)
+    packed = torch.cat([present.flatten(), map_index, found.flatten()]).cpu().numpy()  # 1 copy
+    present, map_index = packed[:2 * m].reshape(m, 2), packed[2 * m:2 * m + len(map_index)]
+    found = packed[2 * m + len(map_index):].reshape(-1, 2)
+    counts = np.bincount(map_index, minlength=m)
+    per_map = np.split(found, np.cumsum(counts)[:-1])
+    has_peak = np.flatnonzero(counts)
+    return (present[has_peak, 0].tolist(), present[has_peak, 1].tolist(),
+            [np.ascontiguousarray(per_map[i]) for i in has_peak])
 
 
 def points_to_prompts(points: Sequence[np.ndarray], image_index: Sequence[int],
