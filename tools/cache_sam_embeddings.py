@@ -4,11 +4,13 @@
                                          [--overwrite] [--verify] [--repair] [--batch-size B]
     torchrun --nproc_per_node 8 tools/cache_sam_embeddings.py CONFIG   # each rank takes its share
 
-Writes <embedding_dir>/<name>.npy (float16 records, see s2c/caches/embedding_store.py)
-and manifest.json, where embedding_dir is model.cpm.embedding_dir of the config.
-Resumable (rerun to finish; --repair recomputes the entries --verify finds bad). Exit
-status 1 when an image failed or --verify found a bad entry, 2 on a configuration error.
-The logic lives in s2c.caches.run_embedding_job.
+Writes <embedding_dir>/<name>.npy (float16 records, or per-channel int8 at half the size
+with --cfg-options sam_embeddings.dtype=int8; see s2c/caches/embedding_store.py) and
+manifest.json, where embedding_dir is model.cpm.embedding_dir of the config. Resumable
+(rerun to finish; --repair recomputes the entries --verify finds bad). Exit status 1 when
+an image failed or --verify found a bad entry, 2 on a configuration error. The logic lives
+in s2c.caches.run_embedding_job. tools/cache_sam.py builds this cache and the SE maps
+together, with one image-encoder pass per image.
 """
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ se_map_dir is the training dataset's (relative to data_root). Resumable (rerun t
 finish; --repair recomputes the entries --verify finds bad). Exit status 1 when an
 image failed or --verify found a bad entry, 2 on a configuration error (e.g. the
 folder holds a cache of other settings).
-The logic lives in s2c.caches.run_se_map_job.
+The logic lives in s2c.caches.run_se_map_job. tools/cache_sam.py builds this cache and
+the embedding cache together with one image-encoder pass per image.
 """
 from __future__ import annotations
 

@@ -1,51 +1,74 @@
 """The SAM embedding store: one record file per image, read by memory mapping.
 
-File format (format version 1)
--------------------------------
+File format (format version 1: float16; format version 2: int8)
+---------------------------------------------------------------
 One standard NumPy ``.npy`` file per image, ``<cache_dir>/<name>.npy``, holding a
-structured array of shape ``(1,)`` (a single record) with the fields, in order:
+structured array of shape ``(1,)`` (a single record). ``sam_embeddings.dtype`` in the
+config chooses the storage dtype of the cache (``'float16'`` by default, or ``'int8'``,
+about half the size); the manifest records it (``key.dtype``, and ``format_version``
+1 / 2), and a cache of one dtype is never resumed or extended by a job of the other.
+The fields, in order:
 
-============== ========= ================ ==============================================
-field          dtype     shape            meaning
-============== ========= ================ ==============================================
-input_size     int32     (2,)             ``(h, w)`` of the image after SAM's resize of
-                                          the longest side to ``img_size`` (before the
-                                          bottom-right padding), SAM input frame
-original_size  int32     (2,)             ``(H, W)`` of the original image, pixels
-crc32          uint32    ()               CRC-32 (zlib) of all bytes after ``reserved``
-reserved       uint32    ()               0
-embedding      float16   (256, h', w')    SAM image embedding (``image_encoder`` output),
-                                          ``h' = w' = img_size / 16`` (64 for the standard
-                                          models at 1024 px, 16 for ``tiny`` at 256 px)
-early          float16   (h', w', C)      only when ``early_features=True``: output of the
-                                          first global-attention ViT block (HQ-SAM /
-                                          RobustSAM; vit_b block 2 C=768, vit_l 5 C=1024,
-                                          vit_h 7 C=1280), channels last as the ViT emits it
-============== ========= ================ ==============================================
+=============== ========= ================ ==============================================
+field           dtype     shape            meaning
+=============== ========= ================ ==============================================
+input_size      int32     (2,)             ``(h, w)`` of the image after SAM's resize of
+                                           the longest side to ``img_size`` (before the
+                                           bottom-right padding), SAM input frame
+original_size   int32     (2,)             ``(H, W)`` of the original image, pixels
+crc32           uint32    ()               CRC-32 (zlib) of all bytes after ``reserved``
+reserved        uint32    ()               0
+embedding_scale float32   (256,)           int8 only: per-channel scale of ``embedding``
+early_scale     float32   (C,)             int8 only, with early features: per-channel
+                                           scale of ``early``
+embedding       float16   (256, h', w')    SAM image embedding (``image_encoder`` output),
+                / int8                     ``h' = w' = img_size / 16`` (64 for the standard
+                                           models at 1024 px, 16 for ``tiny`` at 256 px)
+early           float16   (h', w', C)      only when ``early_features=True``: output of the
+                / int8                     first global-attention ViT block (HQ-SAM /
+                                           RobustSAM; vit_b block 2 C=768, vit_l 5 C=1024,
+                                           vit_h 7 C=1280), channels last as the ViT emits it
+=============== ========= ================ ==============================================
 
-Values are computed in float32 and stored as float16. The record is packed
-(no padding): the 24-byte prefix keeps the float16 data 8-byte aligned after the
-64-byte-aligned ``.npy`` header, and a file opens with
+Values are computed in float32. float16: rounded to float16. int8: symmetric
+per-channel quantisation (:func:`~s2c.caches.embedding_record.quantize_per_channel`):
+``scale = max|x| / 127`` over each channel (axis 0 of the embedding, the last axis of
+the early features), ``q = round(x / scale)`` in ``[-127, 127]``; the reader returns
+``q * scale``, within ``scale / 2`` of ``x``. The record is packed (no padding): the
+24-byte prefix keeps the payload 8-byte aligned after the 64-byte-aligned ``.npy``
+header (the float32 scales come before the int8 values), and a file opens with
 ``np.load(path, mmap_mode='r')`` anywhere, without s2c. Only the pages that are
 touched are read, so a cache larger than RAM is fine.
 
-Size per image, file total (record + the 256-byte ``.npy`` header): standard models
-(256 x 64 x 64) 2,097,432 B (2.0 MiB); with early features vit_b 8,388,888 B (8.0 MiB),
-vit_l 10,486,040 B (10.0 MiB), vit_h 12,583,192 B (12.0 MiB); ``tiny`` (256 x 16 x 16)
-131,352 B (128 KiB), with early features (16 x 16 x 64) 164,120 B. VOC train_aug (10,582
-images) with vit_h and no early features: 20.7 GiB.
+Size per image, file total (record + the ``.npy`` header: 256 B for float16, 320 B for
+int8, 384 B for int8 with early features), :func:`entry_file_nbytes`:
+
+============================= ======================= =======================
+model (embedding, early)      float16                 int8
+============================= ======================= =======================
+vit_b/l/h (256 x 64 x 64)     2,097,432 B (2.0 MiB)   1,049,944 B (1.0 MiB)
+vit_b + early (64 x 64 x 768) 8,388,888 B (8.0 MiB)   4,198,808 B (4.0 MiB)
+vit_l + early (... x 1024)    10,486,040 B (10.0 MiB) 5,248,408 B (5.0 MiB)
+vit_h + early (... x 1280)    12,583,192 B (12.0 MiB) 6,298,008 B (6.0 MiB)
+tiny (256 x 16 x 16)          131,352 B (128 KiB)     66,904 B (65 KiB)
+tiny + early (16 x 16 x 64)   164,120 B (160 KiB)     83,544 B (82 KiB)
+============================= ======================= =======================
+
+VOC train_aug (10,582 images) with vit_h and no early features: 20.7 GiB float16,
+10.3 GiB int8; COCO train2014 (82,081 images): 160.3 GiB float16, 80.3 GiB int8.
+The cache jobs refuse to start when the missing entries (these sizes) would not fit
+on the disk.
 
 Every file is written to a ``.tmp-*`` name and renamed into place
 (:func:`s2c.utils.atomic_write`), so a file under its final name is complete; the
 CRC-32 lets ``--verify`` detect later corruption. The folder's
 ``manifest.json`` (written by :mod:`s2c.caches.embedding_job`) says which image
-encoder made the cache (its ``encoder_id``).
+encoder made the cache (its ``encoder_id``) and the storage dtype. The record
+functions live in :mod:`s2c.caches.embedding_record` (re-exported here).
 """
 from __future__ import annotations
 
-import os
 import os.path as osp
-import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,194 +76,40 @@ import numpy as np
 import torch
 
 from s2c.structures import ImageFeatures
-from s2c.utils.fileio import atomic_write
 from s2c.utils.manifest import MANIFEST_NAME, entry_files, read_manifest
 
+from .embedding_record import (
+    EMBEDDING_DTYPES,
+    EMBEDDING_FORMAT_VERSION,
+    FORMAT_VERSIONS,
+    RECORD_PREFIX_BYTES,
+    check_entry,
+    check_storage_dtype,
+    dequantize,
+    entry_dtype,
+    entry_file_nbytes,
+    entry_nbytes,
+    load_entry,
+    quantize_per_channel,
+    read_entry_header,
+    save_entry,
+)
 from .layout import EMBEDDING_KIND, EMBEDDING_SUFFIX, embedding_path
 
-EMBEDDING_FORMAT_VERSION = 1
-#: Bytes before the float16 payload in a record (input_size, original_size, crc32, reserved).
-RECORD_PREFIX_BYTES = 24
-
-
-def entry_dtype(embedding_shape: Sequence[int],
-                early_shape: Sequence[int] | None = None) -> np.dtype:
-    """The structured dtype of one cache record.
-
-    Args:
-        embedding_shape: ``(256, h', w')``.
-        early_shape: ``(h', w', C)`` or ``None`` when early features are not stored.
-
-    Returns:
-        np.dtype: Packed little-endian structured dtype (see the module docstring).
-    """
-    fields = [('input_size', '<i4', (2,)), ('original_size', '<i4', (2,)), ('crc32', '<u4'),
-              ('reserved', '<u4'), ('embedding', '<f2', tuple(int(s) for s in embedding_shape))]
-    if early_shape is not None:
-        fields.append(('early', '<f2', tuple(int(s) for s in early_shape)))
-    return np.dtype(fields)
-
-
-def entry_nbytes(embedding_shape: Sequence[int], early_shape: Sequence[int] | None = None) -> int:
-    """Bytes of one record without the ``.npy`` header."""
-    return entry_dtype(embedding_shape, early_shape).itemsize
-
-
-def _payload_crc(record: np.ndarray) -> int:
-    """CRC-32 of the bytes after the 24-byte prefix of a ``(1,)`` record array."""
-    raw = record.view(np.uint8).reshape(-1)
-    return zlib.crc32(raw[RECORD_PREFIX_BYTES:]) & 0xFFFFFFFF
-
-
-def save_entry(path: str, embedding: np.ndarray | torch.Tensor,
-               input_size: Sequence[int], original_size: Sequence[int],
-               early: np.ndarray | torch.Tensor | None = None) -> int:
-    """Write one cache record atomically (temp file + rename).
-
-    Args:
-        path: Destination ``<cache_dir>/<name>.npy``.
-        embedding: ``(256, h', w')`` float (any float dtype; stored float16).
-        input_size: ``(h, w)`` after SAM's resize, SAM input frame.
-        original_size: ``(H, W)`` of the original image.
-        early: ``(h', w', C)`` early ViT block output or ``None``.
-
-    Returns:
-        int: Size of the written file in bytes.
-
-    Raises:
-        ValueError: When the values are not finite in float16 (overflow) or a
-            shape is wrong; nothing is written then.
-    """
-    emb = _as_numpy(embedding)
-    if emb.ndim != 3:
-        raise ValueError(f'embedding must be (C, h, w), got shape {emb.shape} for {path}')
-    early_np = None if early is None else _as_numpy(early)
-    if early_np is not None and early_np.ndim != 3:
-        raise ValueError(f'early features must be (h, w, C), got shape {early_np.shape} for {path}')
-    record = np.zeros(1, dtype=entry_dtype(emb.shape, None if early_np is None else early_np.shape))
-    record['input_size'][0] = [int(v) for v in input_size]
-    record['original_size'][0] = [int(v) for v in original_size]
-    with np.errstate(over='ignore'):
-        record['embedding'][0] = emb
-        if early_np is not None:
-            record['early'][0] = early_np
-    if not np.isfinite(record['embedding'][0]).all() or (
-            early_np is not None and not np.isfinite(record['early'][0]).all()):
-        raise ValueError(f'non-finite values in the float16 embedding for {path} '
-                         '(float16 overflow or NaN from the encoder)')
-    record['crc32'][0] = _payload_crc(record)
-    with atomic_write(path) as tmp:
-        with open(tmp, 'wb') as f:
-            np.save(f, record, allow_pickle=False)
-        size = os.path.getsize(tmp)
-    return size
-
-
-def _as_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().float().cpu().numpy()
-    return np.asarray(x)
-
-
-def load_entry(path: str, mmap: bool = True) -> dict:
-    """Open one record.
-
-    Args:
-        path: ``<cache_dir>/<name>.npy``.
-        mmap: Memory-map the file (default) instead of reading it.
-
-    Returns:
-        dict: ``embedding`` (256, h', w') float16 (memmap view when ``mmap``),
-        ``early`` (h', w', C) float16 or ``None``, ``input_size`` ``(h, w)`` and
-        ``original_size`` ``(H, W)`` as int tuples.
-
-    Raises:
-        FileNotFoundError: When the file does not exist.
-        ValueError: When it is not a cache record (names the file).
-    """
-    try:
-        rec = np.load(path, mmap_mode='r' if mmap else None, allow_pickle=False)
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError, EOFError) as exc:
-        raise ValueError(f'SAM embedding cache entry {path} is unreadable ({exc}); rerun '
-                         'tools/cache_sam_embeddings.py (it recomputes bad entries after '
-                         '--verify lists them, or use --overwrite)') from exc
-    names = rec.dtype.names or ()
-    if rec.shape != (1,) or 'embedding' not in names or 'input_size' not in names:
-        raise ValueError(f'{path} is not a SAM embedding cache record (dtype {rec.dtype}, '
-                         f'shape {rec.shape})')
-    return dict(embedding=rec['embedding'][0],
-                early=rec['early'][0] if 'early' in names else None,
-                input_size=tuple(int(v) for v in rec['input_size'][0]),
-                original_size=tuple(int(v) for v in rec['original_size'][0]))
-
-
-def read_entry_header(path: str) -> tuple[tuple[int, ...], np.dtype, int]:
-    """Parse the ``.npy`` header of a record without reading the data.
-
-    Returns:
-        tuple: ``(shape, dtype, data_offset)``.
-
-    Raises:
-        ValueError: When the header is not a valid ``.npy`` header.
-    """
-    with open(path, 'rb') as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise ValueError(f'{path}: unsupported .npy version {version}')
-        offset = f.tell()
-    return tuple(shape), dtype, offset
-
-
-def check_entry(path: str, expected_dtype: np.dtype | None = None, full: bool = True) -> str | None:
-    """Check one record; return the reason it is bad or ``None`` when it is good.
-
-    Args:
-        path: Record file.
-        expected_dtype: Dtype the manifest promises (``None``: any record dtype).
-        full: Also read the data: CRC-32, finite values, sane sizes. ``False`` only
-            checks the header and the file size (used to skip entries on resume).
-
-    Returns:
-        str | None: A short reason (``'missing'``, ``'truncated: ...'``,
-        ``'crc mismatch'``...) or ``None``.
-    """
-    if not osp.isfile(path):
-        return 'missing'
-    try:
-        shape, dtype, offset = read_entry_header(path)
-    except (OSError, ValueError, EOFError) as exc:
-        return f'bad header: {exc}'
-    if shape != (1,) or dtype.names is None or 'embedding' not in dtype.names:
-        return f'not a cache record (dtype {dtype}, shape {shape})'
-    if expected_dtype is not None and dtype != expected_dtype:
-        return f'dtype {dtype} differs from the manifest ({expected_dtype})'
-    size = osp.getsize(path)
-    if size != offset + dtype.itemsize:
-        return f'truncated or padded: {size} bytes, expected {offset + dtype.itemsize}'
-    if not full:
-        return None
-    try:
-        rec = np.load(path, mmap_mode='r', allow_pickle=False)
-        crc = _payload_crc(rec)
-        if crc != int(rec['crc32'][0]):
-            return 'crc mismatch (data corrupted)'
-        ins = rec['input_size'][0]
-        org = rec['original_size'][0]
-        if (ins <= 0).any() or (org <= 0).any():
-            return f'bad sizes: input_size {ins.tolist()}, original_size {org.tolist()}'
-    except (OSError, ValueError) as exc:
-        return f'unreadable: {exc}'
-    return None
+__all__ = [
+    'EmbeddingStore', 'EMBEDDING_DTYPES', 'EMBEDDING_FORMAT_VERSION', 'FORMAT_VERSIONS',
+    'RECORD_PREFIX_BYTES', 'check_entry', 'check_storage_dtype', 'dequantize', 'entry_dtype',
+    'entry_file_nbytes', 'entry_nbytes', 'load_entry', 'quantize_per_channel',
+    'read_entry_header', 'save_entry'
+]
 
 
 class EmbeddingStore:
     """Read-only access to a SAM embedding cache folder, memory mapped.
+
+    Format-agnostic: float16 and int8 caches (``storage_dtype``, from the manifest)
+    read as the same float32 features (:meth:`get_batch`); :meth:`get_raw` gives the
+    stored values.
 
     Args:
         root: Cache folder (holds ``manifest.json`` and ``<name>.npy``).
@@ -267,18 +136,21 @@ class EmbeddingStore:
                 'model.cpm.embedding_dir is this folder)')
         if manifest.get('kind') != EMBEDDING_KIND:
             raise ValueError(f'{root} is a {manifest.get("kind")!r} cache, not {EMBEDDING_KIND!r}')
-        if manifest.get('format_version') != EMBEDDING_FORMAT_VERSION:
+        key = manifest.get('key') or {}
+        version = manifest.get('format_version')
+        self.storage_dtype = key.get('dtype') or 'float16'
+        if FORMAT_VERSIONS.get(self.storage_dtype) != version:
+            known = ', '.join(f'{v} ({d})' for d, v in FORMAT_VERSIONS.items())
             raise ValueError(
-                f'{root} has embedding format version {manifest.get("format_version")}, this '
-                f'code reads {EMBEDDING_FORMAT_VERSION}; recompute it with '
+                f'{root} has embedding format version {version} with dtype '
+                f'{self.storage_dtype!r}; this code reads versions {known}; recompute it with '
                 'tools/cache_sam_embeddings.py --overwrite')
         self.manifest = manifest
-        key = manifest['key']
         self.embedding_shape: tuple[int, ...] = tuple(key['embedding_shape'])
         early = key.get('early_shape')
         self.early_shape: tuple[int, ...] | None = None if early is None else tuple(early)
         self.img_size = int(key.get('img_size') or 16 * self.embedding_shape[-1])
-        self.dtype = entry_dtype(self.embedding_shape, self.early_shape)
+        self.dtype = entry_dtype(self.embedding_shape, self.early_shape, self.storage_dtype)
 
     @property
     def has_early(self) -> bool:
@@ -335,20 +207,15 @@ class EmbeddingStore:
                              'tools/cache_sam_embeddings.py (sam.model_type / sam.checkpoint '
                              'as the back-end, sam_embeddings.early_features=True if required).')
 
-    def get(self, name: str) -> dict:
-        """One image's entry, memory mapped.
-
-        Args:
-            name: Image id (e.g. ``'2007_000032'``).
-
-        Returns:
-            dict: ``embedding`` (256, h', w') float16 memmap, ``early`` (h', w', C)
-            float16 memmap or ``None``, ``input_size`` ``(h, w)`` (SAM input frame,
-            before padding) and ``original_size`` ``(H, W)``.
+    def get_raw(self, name: str) -> dict:
+        """One image's entry as stored, memory mapped (see
+        :func:`~s2c.caches.embedding_record.load_entry`: float16 values, or int8 values
+        with their float32 scales).
 
         Raises:
             KeyError: When the image is not in the cache (names the file and the tool).
-            ValueError: When the entry is unreadable or of another shape than the manifest.
+            ValueError: When the entry is unreadable, or of another shape or dtype than
+                the manifest.
         """
         path = self.path(name)
         try:
@@ -358,18 +225,47 @@ class EmbeddingStore:
                            'run tools/cache_sam_embeddings.py for the split that holds it'
                            ) from None
         if entry['embedding'].shape != self.embedding_shape or (
-                (entry['early'] is None) != (self.early_shape is None)):
-            raise ValueError(f'{path}: entry shape {entry["embedding"].shape} does not match the '
-                             f'manifest ({self.embedding_shape}, early {self.early_shape}); '
-                             'run the cache tool with --verify')
+                (entry['early'] is None) != (self.early_shape is None)) or \
+                entry['dtype'] != self.storage_dtype:
+            raise ValueError(f'{path}: entry shape {entry["embedding"].shape} ({entry["dtype"]}) '
+                             f'does not match the manifest ({self.embedding_shape}, early '
+                             f'{self.early_shape}, {self.storage_dtype}); run the cache tool '
+                             'with --verify')
+        return entry
+
+    def get(self, name: str) -> dict:
+        """One image's entry as floats.
+
+        Args:
+            name: Image id (e.g. ``'2007_000032'``).
+
+        Returns:
+            dict: ``embedding`` (256, h', w') and ``early`` (h', w', C) or ``None``:
+            float16 memmaps for a float16 cache, float32 arrays (``q * scale``) for an
+            int8 cache; ``input_size`` ``(h, w)`` (SAM input frame, before padding) and
+            ``original_size`` ``(H, W)``.
+
+        Raises:
+            KeyError: When the image is not in the cache (names the file and the tool).
+            ValueError: When the entry is unreadable or of another shape than the manifest.
+        """
+        entry = self.get_raw(name)
+        if entry['dtype'] == 'int8':
+            entry['embedding'] = dequantize(entry['embedding'], entry['embedding_scale'], 0)
+            if entry['early'] is not None:
+                entry['early'] = dequantize(entry['early'], entry['early_scale'], -1)
+        for key in ('dtype', 'embedding_scale', 'early_scale'):
+            del entry[key]
         return entry
 
     def get_batch(self, names: Sequence[str], device: str | torch.device = 'cpu',
                   with_early: bool = True) -> ImageFeatures:
         """Entries of several images as :class:`~s2c.structures.ImageFeatures` on ``device``.
 
-        The float16 data is stacked on the CPU, moved to ``device`` and converted
-        to float32 there (half the transfer of float32).
+        The stored values are stacked on the CPU, moved to ``device`` as stored
+        (float16: half the transfer of float32; int8 plus the float32 scales: a
+        quarter) and converted to float32 there (int8: ``q * scale``, the same
+        values as :meth:`get`). Whatever the storage dtype, the result is float32.
 
         Args:
             names: ``B`` image ids (repeats allowed).
@@ -380,14 +276,25 @@ class EmbeddingStore:
             ImageFeatures: ``embeddings`` (B, 256, h', w') float32, ``early``
             (B, h', w', C) float32 or ``None``, ``input_sizes`` / ``original_sizes``
             (B, 2) long, ``img_size``.
+
+        Raises:
+            KeyError / ValueError: As :meth:`get_raw`.
         """
         device = torch.device(device)
-        entries = [self.get(n) for n in names]
+        entries = [self.get_raw(n) for n in names]
+        stored = np.int8 if self.storage_dtype == 'int8' else np.float16
 
-        def stack(key: str, shape: tuple[int, ...]) -> torch.Tensor:
+        def stack(key: str, shape: tuple[int, ...], channel_axis: int) -> torch.Tensor:
             arr = np.stack([e[key] for e in entries]) if entries else np.zeros((0, *shape),
-                                                                                np.float16)
-            return torch.from_numpy(arr).to(device, non_blocking=True).float()
+                                                                                stored)
+            values = torch.from_numpy(arr).to(device, non_blocking=True).float()
+            if self.storage_dtype != 'int8':
+                return values
+            scales = np.stack([e[key + '_scale'] for e in entries]) if entries else \
+                np.zeros((0, shape[channel_axis]), np.float32)
+            view = [len(entries)] + [1] * len(shape)
+            view[1 + channel_axis % len(shape)] = shape[channel_axis]
+            return values * torch.from_numpy(scales).to(device, non_blocking=True).view(view)
 
         def sizes(key: str) -> torch.Tensor:
             return torch.tensor([e[key] for e in entries], dtype=torch.long,
@@ -395,7 +302,7 @@ class EmbeddingStore:
 
         early = None
         if with_early and self.early_shape is not None:
-            early = stack('early', self.early_shape)
-        return ImageFeatures(embeddings=stack('embedding', self.embedding_shape), early=early,
+            early = stack('early', self.early_shape, -1)
+        return ImageFeatures(embeddings=stack('embedding', self.embedding_shape, 0), early=early,
                              input_sizes=sizes('input_size'),
                              original_sizes=sizes('original_size'), img_size=self.img_size)

@@ -35,7 +35,9 @@ def check_caches(cfg: Mapping, cli_args: str = '') -> None:
     the ``'cached'`` embedding source, ``model.cpm.embedding_dir``: the folder
     exists and holds an entry for every image of the training list (a partial
     cache would otherwise crash the run at the first batch that needs a missing
-    entry, for CPM only from its start epoch). Entries are not opened here
+    entry, for CPM only from its start epoch), and was made with the config's
+    settings (SE provider and parameters; the embeddings' storage dtype,
+    ``sam_embeddings.dtype``). Entries are not opened here
     (``--verify`` of the cache tools does that); CPM checks that its back-end
     fits the embedding cache when it is built.
 
@@ -47,6 +49,8 @@ def check_caches(cfg: Mapping, cli_args: str = '') -> None:
     Raises:
         MissingCacheError: With the exact ``tools/cache_*.py`` command to run
             (reruns resume: only the missing entries are computed).
+        CacheMismatchError: A cache of other settings (names the differences and the
+            rebuild command).
     """
     config = shlex.quote(getattr(cfg, 'filename', None) or 'CONFIG')  # paths with spaces
     suffix = f' {cli_args}' if cli_args else ''
@@ -65,8 +69,28 @@ def check_caches(cfg: Mapping, cli_args: str = '') -> None:
     emb_dir = embedding_dir(cfg)
     cpm = (cfg.get('model') or {}).get('cpm') or {}
     if cpm and cpm.get('embedding_source', 'cached') == 'cached':
-        _require_cache('SAM embeddings', emb_dir, embedding_path, names,
-                       f'python tools/cache_sam_embeddings.py {config}{suffix}')
+        command = f'python tools/cache_sam_embeddings.py {config}{suffix}'
+        _require_cache('SAM embeddings', emb_dir, embedding_path, names, command)
+        manifest = read_manifest(osp.join(emb_dir, MANIFEST_NAME))
+        diffs = embedding_settings_differences(cfg, manifest) if manifest else []
+        if diffs:
+            raise CacheMismatchError(
+                f'the SAM embeddings in {emb_dir} were stored with other settings than this '
+                f'config: {"; ".join(diffs)}. Point model.cpm.embedding_dir at the cache made '
+                f'with these settings, or rebuild this one:\n    {command} --overwrite')
+
+
+def embedding_settings_differences(cfg: Mapping, manifest: Mapping) -> list[str]:
+    """What differs between an embedding cache's manifest and the config's ``sam_embeddings``:
+    the storage dtype (``'float16'`` when either leaves it unset). The reader returns float32
+    from both, but int8 values are quantised: a run would not be what its config says.
+
+    Returns:
+        list[str]: ``'dtype <cache value> (config: <value>)'``; empty when they agree.
+    """
+    made = (manifest.get('key') or {}).get('dtype') or 'float16'
+    wanted = (cfg.get('sam_embeddings') or {}).get('dtype') or 'float16'
+    return [] if made == wanted else [f'dtype {made!r} (config: {wanted!r})']
 
 
 def _plain(value: Any) -> Any:

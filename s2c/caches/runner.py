@@ -38,9 +38,7 @@ import logging
 import os
 import os.path as osp
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -53,11 +51,11 @@ from s2c.datasets.paths import DatasetPaths, dataset_paths
 from s2c.utils.device import resolve_device
 from s2c.utils.dist import dist_rank_world, parse_shard, select_names
 from s2c.utils.fileio import TMP_PREFIX, check_free_space, clean_stale_tmp
-from s2c.utils.image_io import read_rgb_image
 from s2c.utils.job_summary import JobSummary, format_bytes
 from s2c.utils.locks import folder_lock
 from s2c.utils.manifest import MANIFEST_NAME, claim_folder, entry_files, read_manifest
 
+from .image_loop import compute_images
 from .layout import CACHE_TOOLS, train_dataset_cfg
 
 #: ``.tmp-*`` files older than this are stale even when other writers may be running.
@@ -246,46 +244,6 @@ def _remedy(summary: JobSummary, suffix: str, max_files: int = 50) -> str:
     return '  remedy: ' + '; '.join(parts) + '.'
 
 
-def _prefetch(names: Sequence[str], paths: DatasetPaths, workers: int, depth: int,
-              transform: Callable[[str, np.ndarray], np.ndarray] | None = None
-              ) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
-    """Yield ``(name, image or None, error or None)`` in order, decoding ahead in threads."""
-    def read(name: str) -> np.ndarray:
-        image = read_rgb_image(paths.image_path(name))
-        return image if transform is None else transform(name, image)
-
-    if workers <= 0:
-        for name in names:
-            try:
-                image = read(name)
-            except Exception as exc:  # any unreadable image is a failed entry, not a crash
-                yield name, None, str(exc)
-            else:
-                yield name, image, None
-        return
-    queue: deque[tuple[str, Future]] = deque()
-    it = iter(names)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        def fill() -> None:
-            while len(queue) < depth:
-                try:
-                    n = next(it)
-                except StopIteration:
-                    return
-                queue.append((n, pool.submit(read, n)))
-
-        fill()
-        while queue:
-            name, fut = queue.popleft()
-            fill()
-            try:
-                image = fut.result()
-            except Exception as exc:  # any unreadable image is a failed entry, not a crash
-                yield name, None, str(exc)
-            else:
-                yield name, image, None
-
-
 def _verify(job: CacheJob, mine: list[str], summary: JobSummary, bar_kw: dict) -> JobSummary:
     manifest_for_verify(job.cache_dir, job.kind)
     for name in tqdm(mine, desc=f'verify {job.kind}', **bar_kw):
@@ -322,6 +280,89 @@ def _todo(job: CacheJob, mine: list[str], summary: JobSummary, repair: bool,
     return todo
 
 
+def missing_entries(job: CacheJob, names: Sequence[str], options: JobOptions) -> int:
+    """How many entries of this shard (all its ranks: they share the disk) have no file yet;
+    0 when the job does not estimate its entry size."""
+    if not job.entry_bytes:
+        return 0
+    shard_names = select_names(names, options.shard, 0, 1)
+    return sum(not osp.isfile(job.entry_path(n)) for n in shard_names)
+
+
+@contextlib.contextmanager
+def claimed_job(job: CacheJob, names: Sequence[str], mine: list[str], summary: JobSummary,
+                options: JobOptions, bar_kw: dict) -> Iterator[list[str]]:
+    """Hold a cache folder for computing; yield the names of ``mine`` to compute.
+
+    Before anything is written: refuse when the missing entries would not fit on the
+    disk; then take the folder lock, claim the folder with the job's manifest, delete
+    stale temporary files and find what is left to do (skipped and repaired names go
+    into ``summary``). The lock is held until the ``with`` body ends.
+
+    Raises:
+        InsufficientDiskSpaceError: The missing entries would not fit.
+        FolderBusyError: Another job holds the folder.
+        ManifestMismatchError / ManifestUnreadableError: See :func:`run_cache_job`.
+    """
+    rank, world, _ = dist_rank_world()
+    repair = options.repair and not options.overwrite
+    # Every rank checks what all ranks of this shard will add (they share the disk);
+    # rewritten entries replace their files one at a time and add nothing.
+    missing = missing_entries(job, names, options)
+    need = missing * job.entry_bytes
+    free = check_free_space(job.cache_dir, need, f'{missing:,} {job.kind} entries') \
+        if need else 0
+    sole_writer = world == 1 and (options.shard is None or options.shard[1] == 1)
+    # A sole writer may delete every temporary file it finds: no other job may write
+    # the folder meanwhile (shards and ranks share it, with age-based cleaning).
+    with folder_lock(job.cache_dir, exclusive=sole_writer, what=f'a {job.kind} cache'):
+        replaced = claim_folder(job.cache_dir, job.manifest, what='a cache',
+                                entry_suffix=job.suffix, overwrite=options.overwrite,
+                                delete_on_replace=True, rank=rank)
+        n_tmp = clean_stale_tmp(job.cache_dir, None if sole_writer else STALE_TMP_AGE_S)
+        if n_tmp:
+            print_log(f'removed {n_tmp} stale temporary file(s) ({TMP_PREFIX}*) from '
+                      f'{job.cache_dir}', logger='current')
+        if options.overwrite or replaced:
+            todo = list(mine)
+        else:
+            todo = _todo(job, mine, summary, repair, bar_kw)
+        size = ''
+        if need:
+            size = f', about {format_bytes(need)} to write ({format_bytes(free)} free)'
+        print_log(f'[{job.kind}] {job.cache_dir}: {len(mine)} images, {len(summary.skipped)} '
+                  f'already cached, {len(todo)} to compute{size}'
+                  + (f' ({len(summary.repaired)} bad entries deleted)' if repair else ''),
+                  logger='current', level=logging.INFO)
+        yield todo
+
+
+def new_summary(job: CacheJob, names: Sequence[str], options: JobOptions
+                ) -> tuple[JobSummary, list[str], dict]:
+    """This process's share of ``names``, its empty summary and the progress-bar options."""
+    rank, world, _ = dist_rank_world()
+    mine = select_names(names, options.shard, rank, world)
+    mode = 'verify' if options.verify_only else \
+        'repair' if options.repair and not options.overwrite else 'compute'
+    summary = JobSummary(job.kind, job.cache_dir, mode, total=len(mine), shard=options.shard,
+                         rank=rank, world=world)
+    bar_kw = dict(disable=not options.progress, dynamic_ncols=True, unit='img',
+                  position=rank if world > 1 else None)
+    return summary, mine, bar_kw
+
+
+def finish_summary(job: CacheJob, summary: JobSummary, t0: float) -> JobSummary:
+    """Drop ``done`` names whose entry vanished, set the wall time and the size on disk."""
+    # An entry reported done must exist (guards against a concurrent --overwrite elsewhere).
+    for name in list(summary.done):
+        if not osp.isfile(job.entry_path(name)):
+            summary.done.remove(name)
+            summary.fail(name, 'entry vanished after writing (another run with --overwrite?)')
+    summary.wall_s = time.perf_counter() - t0
+    summary.bytes_on_disk, summary.entries_on_disk = _size_on_disk(job.cache_dir, job.suffix)
+    return summary
+
+
 def run_cache_job(job: CacheJob, paths: DatasetPaths, names: Sequence[str],
                   options: JobOptions) -> JobSummary:
     """Verify, or compute the entries of this process (resuming, optionally repairing).
@@ -341,93 +382,21 @@ def run_cache_job(job: CacheJob, paths: DatasetPaths, names: Sequence[str],
         ManifestMismatchError: The folder holds a cache of other settings.
         ManifestUnreadableError: Its manifest is unreadable and ``overwrite`` is False.
     """
-    rank, world, _ = dist_rank_world()
     t0 = time.perf_counter()
-    mine = select_names(names, options.shard, rank, world)
-    repair = options.repair and not options.overwrite
-    mode = 'verify' if options.verify_only else 'repair' if repair else 'compute'
-    summary = JobSummary(job.kind, job.cache_dir, mode, total=len(mine), shard=options.shard,
-                         rank=rank, world=world)
-    bar_kw = dict(disable=not options.progress, dynamic_ncols=True, unit='img',
-                  position=rank if world > 1 else None)
+    summary, mine, bar_kw = new_summary(job, names, options)
     if options.verify_only:
         _verify(job, mine, summary, bar_kw)
-    else:
-        # Before anything is written: would the entries still missing fit on the disk? Every
-        # rank checks what all ranks of this shard will add (they share the disk); rewritten
-        # entries replace their files one at a time and add nothing.
-        missing = 0
-        if job.entry_bytes:
-            shard_names = select_names(names, options.shard, 0, 1)
-            missing = sum(not osp.isfile(job.entry_path(n)) for n in shard_names)
-        need = missing * job.entry_bytes
-        free = check_free_space(job.cache_dir, need, f'{missing:,} {job.kind} entries') \
-            if need else 0
-        sole_writer = world == 1 and (options.shard is None or options.shard[1] == 1)
-        # A sole writer may delete every temporary file it finds: no other job may write
-        # the folder meanwhile (shards and ranks share it, with age-based cleaning).
-        with folder_lock(job.cache_dir, exclusive=sole_writer, what=f'a {job.kind} cache'):
-            replaced = claim_folder(job.cache_dir, job.manifest, what='a cache',
-                                    entry_suffix=job.suffix, overwrite=options.overwrite,
-                                    delete_on_replace=True, rank=rank)
-            n_tmp = clean_stale_tmp(job.cache_dir, None if sole_writer else STALE_TMP_AGE_S)
-            if n_tmp:
-                print_log(f'removed {n_tmp} stale temporary file(s) ({TMP_PREFIX}*) from '
-                          f'{job.cache_dir}', logger='current')
-            if options.overwrite or replaced:
-                todo = list(mine)
-            else:
-                todo = _todo(job, mine, summary, repair, bar_kw)
-            size = ''
-            if need:
-                size = f', about {format_bytes(need)} to write ({format_bytes(free)} free)'
-            print_log(f'[{job.kind}] {job.cache_dir}: {len(mine)} images, {len(summary.skipped)} '
-                      f'already cached, {len(todo)} to compute{size}'
-                      + (f' ({len(summary.repaired)} bad entries deleted)' if repair else ''),
-                      logger='current', level=logging.INFO)
-            _compute(job, todo, paths, summary, options, bar_kw)
-    summary.wall_s = time.perf_counter() - t0
-    summary.bytes_on_disk, summary.entries_on_disk = _size_on_disk(job.cache_dir, job.suffix)
-    return summary
+        return finish_summary(job, summary, t0)
 
+    def record(name: str, err: str | None) -> bool:
+        if err is None:
+            summary.done.append(name)
+        else:
+            summary.fail(name, err)
+        return err is None
 
-def _compute(job: CacheJob, todo: list[str], paths: DatasetPaths, summary: JobSummary,
-             options: JobOptions, bar_kw: dict) -> None:
-    bar = tqdm(total=len(todo), desc=job.kind, **bar_kw)
-    batch: list[tuple[str, np.ndarray]] = []
-
-    def flush() -> None:
-        if not batch:
-            return
-        try:
-            results = job.compute(batch)
-        except Exception as exc:  # a whole-batch failure (e.g. out of memory)
-            results = [(n, f'{type(exc).__name__}: {exc}') for n, _ in batch]
-        for name, err in results:
-            if err is None:
-                summary.done.append(name)
-            else:
-                summary.fail(name, err)
-        bar.set_postfix(done=len(summary.done), failed=summary.failures.count, refresh=False)
-        bar.update(len(batch))
-        batch.clear()
-
-    try:
-        depth = max(4, 2 * job.batch_size)
-        for name, image, err in _prefetch(todo, paths, options.num_workers, depth,
-                                          job.image_transform):
-            if err is not None:
-                summary.fail(name, err, 'bad_image')
-                bar.update(1)
-                continue
-            batch.append((name, image))
-            if len(batch) >= job.batch_size:
-                flush()
-        flush()
-    finally:
-        bar.close()
-    # An entry reported done must exist (guards against a concurrent --overwrite elsewhere).
-    for name in list(summary.done):
-        if not osp.isfile(job.entry_path(name)):
-            summary.done.remove(name)
-            summary.fail(name, 'entry vanished after writing (another run with --overwrite?)')
+    with claimed_job(job, names, mine, summary, options, bar_kw) as todo:
+        compute_images(todo, paths, options.num_workers, job.compute, record, summary.fail,
+                       batch_size=job.batch_size, transform=job.image_transform,
+                       desc=job.kind, bar_kw=bar_kw)
+        return finish_summary(job, summary, t0)

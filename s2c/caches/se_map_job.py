@@ -14,13 +14,15 @@ from __future__ import annotations
 import inspect
 import logging
 import os.path as osp
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 from mmengine.logging import print_log
 from PIL import Image
 
+from s2c.datasets.paths import DatasetPaths
 from s2c.registry import SE_PROVIDERS
 from s2c.utils.image_io import image_size
 from s2c.utils.job_summary import JobSummary
@@ -150,6 +152,107 @@ def _checks(cache_dir: str, image_path: Any) -> tuple[Any, Any]:
     return quick_check, full_check
 
 
+def se_map_cache_dir(cfg: Mapping, options: JobOptions) -> str:
+    """``options.out`` or the training dataset's ``se_map_dir`` (under its ``data_root``).
+
+    Raises:
+        ValueError: When there is neither.
+    """
+    cache_dir = options.out or layout.se_map_dir(cfg)
+    if not cache_dir:
+        raise ValueError('no SE-map folder: set train_dataloader.dataset.se_map_dir in the config '
+                         '(relative to data_root) or pass --out DIR')
+    return cache_dir
+
+
+def se_provider_cfg(cfg: Mapping, provider: str | None = None) -> tuple[dict, str]:
+    """The provider config (``provider`` overriding its type) and the overlap rule.
+
+    Raises:
+        KeyError: No ``se_maps`` block, or an unknown provider.
+    """
+    if cfg.get('se_maps') is None:
+        raise KeyError('the config has no `se_maps` block (see configs/_base_/sam/*.py)')
+    se_cfg = dict(cfg['se_maps'])
+    return provider_cfg(se_cfg, provider), se_cfg.get('overlap', 'smallest_on_top')
+
+
+def se_map_verify_job(cache_dir: str, paths: DatasetPaths) -> CacheJob:
+    """The job that only verifies the SE maps in ``cache_dir``."""
+    quick_check, full_check = _checks(cache_dir, paths.image_path)
+    return CacheJob(layout.SE_MAP_KIND, cache_dir, layout.SE_MAP_SUFFIX, None,
+                    partial(layout.se_map_path, cache_dir), quick_check, full_check,
+                    lambda batch: [])
+
+
+def se_map_compute_job(cfg: Mapping, cache_dir: str, paths: DatasetPaths, pcfg: Mapping,
+                       overlap: str, shared_sam: tuple[Any, dict] | None = None
+                       ) -> tuple[CacheJob, Callable[[np.ndarray], np.ndarray], list[str]]:
+    """The SE-map job that computes entries (not yet run).
+
+    Args:
+        cfg: Config with (SAM-based providers) ``sam``.
+        cache_dir: The cache folder.
+        paths: Where the images are.
+        pcfg: The provider config, ``overlap`` the overlap rule (:func:`se_provider_cfg`).
+        shared_sam: ``(model, identity)`` from :func:`~s2c.caches.job_sam.build_job_sam`
+            of ``cfg.sam`` when already built (the combined job); else a SAM-based
+            provider builds it here.
+
+    Returns:
+        tuple: The :class:`~s2c.caches.runner.CacheJob`, the provider
+        (``image -> (H, W) uint16 map``) and the list its ``compute`` appends the
+        names of segment-free maps to.
+
+    Raises:
+        KeyError: No ``sam`` block for a SAM-based provider.
+    """
+    quick_check, full_check = _checks(cache_dir, paths.image_path)
+    build_cfg = dict(pcfg, overlap=overlap)
+    key_sam, info = None, {}
+    if provider_uses_sam(pcfg['type']):
+        sam_cfg = sam_block(cfg)
+        if shared_sam is None:
+            shared_sam = build_job_sam(sam_cfg, job_device(sam_cfg.get('device', 'auto')))
+        sam, ident = shared_sam
+        # the whole SAM makes SE maps: keyed by the checkpoint's SHA-256 (or the seed)
+        key_sam = {k: v for k, v in ident.items() if k != 'encoder_id'}
+        build_cfg.update(sam=sam, autocast_dtype=sam_cfg.get('autocast_dtype'))
+        info = sam_info(sam_cfg)
+    se_provider = SE_PROVIDERS.build(build_cfg)
+    # provider.params: every parameter that changes the output, defaults filled in; the
+    # checkpoint path is informational (its SHA-256 is the identity).
+    params = {k: v for k, v in se_provider.params.items() if k not in ('provider', 'checkpoint')}
+    key = dict(provider=dict(type=pcfg['type'], **params), overlap=overlap, sam=key_sam,
+               entry=dict(format='png', dtype='uint16', background=0))
+    manifest = make_manifest(layout.SE_MAP_KIND, SE_MAP_FORMAT_VERSION, key,
+                             dict(images=paths.split_file, data_root=paths.data_root, **info))
+    empty: list[str] = []  # computed maps without any segment
+
+    def entry_path(name: str) -> str:
+        return layout.se_map_path(cache_dir, name)
+
+    def compute(batch: list[tuple[str, np.ndarray]]) -> list[tuple[str, str | None]]:
+        results = []
+        for name, image in batch:
+            try:
+                se = np.asarray(se_provider(image))
+                if se.shape != image.shape[:2]:
+                    raise ValueError(f'provider returned shape {se.shape} for an image of '
+                                     f'{image.shape[:2]}')
+                save_se_map(entry_path(name), se)  # atomic (temp file + rename)
+                if not se.any():
+                    empty.append(name)
+                results.append((name, None))
+            except Exception as exc:
+                results.append((name, f'{type(exc).__name__}: {exc}'))
+        return results
+
+    job = CacheJob(layout.SE_MAP_KIND, cache_dir, layout.SE_MAP_SUFFIX, manifest, entry_path,
+                   quick_check, full_check, compute, entry_bytes=SE_MAP_BYTES_ESTIMATE)
+    return job, se_provider, empty
+
+
 def run_se_map_job(cfg: Mapping, options: JobOptions | None = None, *,
                    provider: str | None = None, **overrides: Any) -> JobSummary:
     """Compute (or verify) the SE-map cache of a dataset.
@@ -176,67 +279,14 @@ def run_se_map_job(cfg: Mapping, options: JobOptions | None = None, *,
     options = JobOptions.of(options, **overrides)
     if options.degradation:
         raise ValueError('degradation applies to the embedding job only')
-    if cfg.get('se_maps') is None:
-        raise KeyError('the config has no `se_maps` block (see configs/_base_/sam/*.py)')
-    se_cfg = dict(cfg['se_maps'])
-    pcfg = provider_cfg(se_cfg, provider)
-    overlap = se_cfg.get('overlap', 'smallest_on_top')
-    cache_dir = options.out or layout.se_map_dir(cfg)
-    if not cache_dir:
-        raise ValueError('no SE-map folder: set train_dataloader.dataset.se_map_dir in the config '
-                         '(relative to data_root) or pass --out DIR')
+    pcfg, overlap = se_provider_cfg(cfg, provider)  # the config errors first
+    cache_dir = se_map_cache_dir(cfg, options)
     paths, names = job_images(cfg, options)
-    quick_check, full_check = _checks(cache_dir, paths.image_path)
-
-    def entry_path(name: str) -> str:
-        return layout.se_map_path(cache_dir, name)
-
     if options.verify_only:
-        job = CacheJob(layout.SE_MAP_KIND, cache_dir, layout.SE_MAP_SUFFIX, None, entry_path,
-                       quick_check, full_check, lambda batch: [])
-        return run_cache_job(job, paths, names, options)
-
-    uses_sam = provider_uses_sam(pcfg['type'])
-    build_cfg = dict(pcfg, overlap=overlap)
-    key_sam, info = None, {}
-    if uses_sam:
-        sam_cfg = sam_block(cfg)
-        sam, ident = build_job_sam(sam_cfg, job_device(sam_cfg.get('device', 'auto')))
-        # the whole SAM makes SE maps: keyed by the checkpoint's SHA-256 (or the seed)
-        key_sam = {k: v for k, v in ident.items() if k != 'encoder_id'}
-        build_cfg.update(sam=sam, autocast_dtype=sam_cfg.get('autocast_dtype'))
-        info = sam_info(sam_cfg)
-    se_provider = SE_PROVIDERS.build(build_cfg)
-    # provider.params: every parameter that changes the output, defaults filled in; the
-    # checkpoint path is informational (its SHA-256 is the identity).
-    params = {k: v for k, v in se_provider.params.items() if k not in ('provider', 'checkpoint')}
-    key = dict(provider=dict(type=pcfg['type'], **params), overlap=overlap, sam=key_sam,
-               entry=dict(format='png', dtype='uint16', background=0))
-    manifest = make_manifest(layout.SE_MAP_KIND, SE_MAP_FORMAT_VERSION, key,
-                             dict(images=paths.split_file, data_root=paths.data_root, **info))
-
-    empty: list[str] = []  # computed maps without any segment
-
-    def compute(batch: list[tuple[str, np.ndarray]]) -> list[tuple[str, str | None]]:
-        results = []
-        for name, image in batch:
-            try:
-                se = np.asarray(se_provider(image))
-                if se.shape != image.shape[:2]:
-                    raise ValueError(f'provider returned shape {se.shape} for an image of '
-                                     f'{image.shape[:2]}')
-                save_se_map(entry_path(name), se)  # atomic (temp file + rename)
-                if not se.any():
-                    empty.append(name)
-                results.append((name, None))
-            except Exception as exc:
-                results.append((name, f'{type(exc).__name__}: {exc}'))
-        return results
-
-    job = CacheJob(layout.SE_MAP_KIND, cache_dir, layout.SE_MAP_SUFFIX, manifest, entry_path,
-                   quick_check, full_check, compute, entry_bytes=SE_MAP_BYTES_ESTIMATE)
+        return run_cache_job(se_map_verify_job(cache_dir, paths), paths, names, options)
+    job, _, empty = se_map_compute_job(cfg, cache_dir, paths, pcfg, overlap)
     summary = run_cache_job(job, paths, names, options)
-    _report_empty_maps(summary, empty)
+    report_empty_maps(summary, empty)
     return summary
 
 
@@ -244,7 +294,7 @@ def run_se_map_job(cfg: Mapping, options: JobOptions | None = None, *,
 EMPTY_MAP_WARN_FRACTION = 0.2
 
 
-def _report_empty_maps(summary: JobSummary, empty: Sequence[str]) -> None:
+def report_empty_maps(summary: JobSummary, empty: Sequence[str]) -> None:
     """Add the count of segment-free maps to the summary; warn when they are many (SSC
     learns nothing from an image without segments)."""
     computed = len(summary.done)
