@@ -1,4 +1,5 @@
-"""The embedded demo (`make demo`): generate the synthetic dataset, train, report mIoU.
+"""The embedded demo (`make demo`): generate the synthetic dataset, train the demo's
+class-agnostic SAM on its train objects, train CAM / +SSC / S2C, report mIoU.
 
 Usage:
     python tools/run_demo.py [--work-root work_dirs] [--data-root data/demo]
@@ -13,12 +14,17 @@ from s2c.apis.cli import cli_entry  # noqa: E402
 from s2c.apis.demo import run_demo  # noqa: E402
 
 CAM_DEMO = 'configs/demo/cam_resnet38d-w0.125_1xb8-12e_demo-128x128.py'
-S2C_DEMO = 'configs/demo/s2c_resnet38d-w0.125_1xb8-12e_demo-128x128.py'
+S2C_DEMO = 'configs/demo/s2c_resnet38d-w0.125_1xb8-12e_demo-128x128_demo-sam.py'
+FELZENSZWALB_DEMO = 'configs/demo/s2c_resnet38d-w0.125_1xb8-12e_demo-128x128.py'
 DEMO_CONFIGS = {
     'CAM baseline': dict(config=CAM_DEMO, work_dir='cam_demo'),
-    '+ SSC on Felzenszwalb segments (no CPM)': dict(
-        config=S2C_DEMO, cfg_options={'model.cpm': None}, work_dir='s2c_demo_ssc_only'),
-    'S2C: + SSC + CPM, random tiny SAM': dict(config=S2C_DEMO, work_dir='s2c_demo'),
+    '+ SSC on the demo SAM\'s segments (no CPM)': dict(
+        config=S2C_DEMO, cfg_options={'model.cpm': None}, work_dir='s2c_demo_sam_ssc_only'),
+    'S2C: + SSC + CPM with the demo SAM': dict(config=S2C_DEMO, work_dir='s2c_demo_sam',
+                                               sam_pseudo_labels=True),
+    '+ SSC on Felzenszwalb segments (cheap-segment ablation)': dict(
+        config=FELZENSZWALB_DEMO, cfg_options={'model.cpm': None},
+        work_dir='s2c_demo_ssc_only'),
 }
 
 

@@ -2,7 +2,7 @@
 
 Usage:
     python tools/train_demo_sam.py [--data-root data/demo]
-        [--out work_dirs/demo_sam/sam_tiny_demo.pth] [--steps 1500] [--seed 0]
+        [--out work_dirs/demo_sam/sam_tiny_demo.pth] [--steps 500] [--seed 0]
 Reads only JPEGImages/ and SegmentationObject/ of the train list (no class labels, no val
 images); writes an official-format SAM checkpoint (loaded strictly by the SAM builder) and a
 manifest next to it, then prints the single-point mIoU on the val objects (a random SAM's too).
@@ -28,7 +28,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--data-root', default='data/demo')
     p.add_argument('--out', default='work_dirs/demo_sam/sam_tiny_demo.pth')
-    p.add_argument('--steps', type=int, default=1500)
+    p.add_argument('--steps', type=int, default=500)
     p.add_argument('--seed', type=int, default=0)
     args = p.parse_args(argv)
     try:

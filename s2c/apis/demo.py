@@ -1,4 +1,5 @@
-"""The embedded demo behind ``make demo``: synthetic data -> CAM training -> mIoU report."""
+"""The embedded demo behind ``make demo``: synthetic data -> the demo's class-agnostic SAM ->
+CAM / SSC / S2C training -> mIoU report (CAMs and pseudo-labels)."""
 from __future__ import annotations
 
 import os.path as osp
@@ -6,16 +7,27 @@ import time
 
 import numpy as np
 
-from s2c.caches import embedding_dir, run_embedding_job, run_se_map_job, se_map_dir
-from s2c.datasets import dataset_paths, load_cls_labels
+from s2c.caches import embedding_dir, run_embedding_job, run_sam_cache_jobs, se_map_dir
+from s2c.datasets import dataset_class_names, dataset_paths, load_cls_labels
 from s2c.datasets.demo import make_demo_dataset
 from s2c.evaluation import trivial_baselines
+from s2c.evaluation.folder_eval import evaluate_folder
+from s2c.sam.build import build_sam
 from s2c.utils import load_label_png
+from s2c.utils.manifest import read_manifest
 
 from .config import build_train_config
+from .demo_sam import load_instance_set, manifest_path, single_point_miou, train_demo_sam
+from .pseudo_labels import pseudo_labels_from_config, sam_method_params
+from .test import run_cam_inference
 from .train import train
 
 DEMO_ROOT = 'data/demo'
+#: Where ``make demo`` keeps the demo SAM (the configs' ``demo_sam_checkpoint``).
+DEMO_SAM = 'work_dirs/demo_sam/sam_tiny_demo.pth'
+#: Settings of the demo SAM's training (:func:`~s2c.apis.demo_sam.train_demo_sam`).
+DEMO_SAM_SETTINGS = dict(steps=500, lr=5e-4, batch_size=8, objects_per_image=4, box_prob=0.3,
+                         background_segments=True, seed=0)
 
 
 def ensure_demo_data(data_root: str = DEMO_ROOT, seed: int = 0) -> None:
@@ -31,6 +43,40 @@ def ensure_demo_data(data_root: str = DEMO_ROOT, seed: int = 0) -> None:
           f'images per class {summary["images_per_class"]}')
 
 
+def ensure_demo_sam(data_root: str = DEMO_ROOT, out: str = DEMO_SAM,
+                    settings: dict | None = None) -> dict[str, float]:
+    """Train the demo's class-agnostic SAM unless ``out`` holds one made from these data with
+    these settings (its manifest says), then report its single-point mIoU on the val objects.
+
+    Args:
+        data_root: Demo dataset root.
+        out: Checkpoint path (a manifest ``<out>.json`` sits next to it).
+        settings: :func:`~s2c.apis.demo_sam.train_demo_sam` keyword arguments
+            (default :data:`DEMO_SAM_SETTINGS`).
+
+    Returns:
+        dict: ``demo_sam`` and ``random_sam``: mIoU (percent) of the single-point masks of the
+        trained and of a random tiny SAM against the val instance masks.
+    """
+    settings = dict(DEMO_SAM_SETTINGS if settings is None else settings)
+    manifest = read_manifest(manifest_path(out)) or {}
+    same = (osp.isfile(out) and manifest.get('data_root') == osp.abspath(data_root)
+            and all(manifest.get(k) == v for k, v in settings.items()))
+    if same:
+        print(f'[demo] using the demo SAM {out} (trained in {manifest["wall_s"]:.0f} s)')
+    else:
+        print(f'[demo] training the demo SAM (tiny, class-agnostic, train objects only) -> {out}')
+        manifest = train_demo_sam(data_root, out, **settings)
+        print(f'[demo] demo SAM trained in {manifest["wall_s"]:.0f} s')
+    val = load_instance_set(data_root, 'val', progress=False)
+    quality = dict(demo_sam=single_point_miou(build_sam('tiny', out, device='cpu'), val),
+                   random_sam=single_point_miou(build_sam('tiny', None, device='cpu', seed=0),
+                                                val))
+    print(f'[demo] single-point mIoU on the {sum(len(o) for o in val.objects)} val objects: '
+          f'demo SAM {quality["demo_sam"]:.2f}, random tiny SAM {quality["random_sam"]:.2f}')
+    return quality
+
+
 def demo_baselines(data_root: str = DEMO_ROOT, split: str = 'val') -> dict[str, float]:
     """mIoU of the two label-free baselines on the demo split (percent)."""
     paths = dataset_paths(dict(data_root=data_root), split=split)
@@ -41,40 +87,76 @@ def demo_baselines(data_root: str = DEMO_ROOT, split: str = 'val') -> dict[str, 
     return trivial_baselines(pairs, num_classes)
 
 
-def build_demo_caches(cfg) -> None:
+def build_demo_caches(cfg, embedding_splits: tuple[str | None, ...] = (None, )) -> None:
     """Build (or complete) the SE-map and embedding caches a training config reads.
 
     Both jobs are resumable: existing entries are skipped, so a second
     ``make demo`` costs nothing here.
+
+    Args:
+        cfg: Training config.
+        embedding_splits: Splits whose embeddings are cached (``None``: the training
+            split; add ``'val'`` for the ``sam`` pseudo-labels of the val images).
     """
     se_dir, emb_dir = se_map_dir(cfg), embedding_dir(cfg)
-    if se_dir:
-        print(f'[demo] SE maps ({cfg.se_maps.provider.type}) -> {se_dir}')
-        summary = run_se_map_job(cfg)
+    if se_dir or emb_dir:
+        what = [f'SE maps ({cfg.se_maps.provider.type}) -> {se_dir}'] if se_dir else []
+        what += [f'SAM embeddings ({cfg.sam.model_type}) -> {emb_dir}'] if emb_dir else []
+        print('[demo] ' + '; '.join(what))
+        summary = run_sam_cache_jobs(cfg)  # one SAM encoder pass per image for both
         if not summary.ok:
-            raise RuntimeError('SE map cache incomplete:\n' + summary.format())
-    if emb_dir:
-        print(f'[demo] SAM embeddings ({cfg.sam.model_type}) -> {emb_dir}')
-        summary = run_embedding_job(cfg)
-        if not summary.ok:
-            raise RuntimeError('embedding cache incomplete:\n' + summary.format())
+            raise RuntimeError('SAM caches incomplete:\n' + summary.format())
+    for split in embedding_splits:
+        if emb_dir and split is not None:
+            print(f'[demo] SAM embeddings ({cfg.sam.model_type}, {split}) -> {emb_dir}')
+            summary = run_embedding_job(cfg, split=split)
+            if not summary.ok:
+                raise RuntimeError('embedding cache incomplete:\n' + summary.format())
+
+
+def sam_pseudo_label_miou(cfg, checkpoint: str, split: str = 'val') -> float:
+    """mIoU (percent) of the ``sam`` pseudo-labels (CPM's prompting of SAM with the CAM peaks,
+    at full resolution) of a trained S2C model on a split.
+
+    CAMs: multi-scale with flips (``<work_dir>/cams_<split>``); labels:
+    ``<work_dir>/pl_sam_<split>``; both resumable.
+    """
+    cams = run_cam_inference(cfg, checkpoint, split=split, evaluate=False, progress=False)
+    out = osp.join(cfg.work_dir, f'pl_sam_{split}')
+    summary = pseudo_labels_from_config(cfg, cams.summary.out_dir, out, 'sam', split=split,
+                                        progress=False, **sam_method_params(cfg, device='cpu'))
+    if not summary.ok:
+        raise RuntimeError('sam pseudo-labels incomplete:\n' + summary.format())
+    paths = dataset_paths(cfg.test_dataloader.dataset, split=split)
+    classes = dataset_class_names(cfg.test_dataloader.dataset)
+    result = evaluate_folder(out, paths.seg_dir, paths.names(), len(classes) + 1,
+                             class_names=('background', ) + tuple(classes), progress=False)
+    return 100.0 * float(result.scores['miou'])
 
 
 def run_demo(configs: dict[str, str | dict], work_root: str = 'work_dirs',
-             data_root: str = DEMO_ROOT) -> dict[str, float]:
+             data_root: str = DEMO_ROOT, demo_sam: str | None = DEMO_SAM) -> dict[str, float]:
     """Train each demo config and print its CAM mIoU next to the baselines.
 
     Args:
         configs: Display name -> config path, or ``dict(config=..., cfg_options=...,
-            work_dir=...)`` for a variant of a config; trained in order.
+            work_dir=..., sam_pseudo_labels=False)`` for a variant of a config; trained in
+            order. With ``sam_pseudo_labels=True`` the row is followed by one for the
+            ``sam`` pseudo-labels of the trained model on the val split.
         work_root: Parent of the work dirs (``<work_root>/<work_dir or config name>``).
         data_root: Demo dataset root (generated if absent).
+        demo_sam: Where the demo SAM is trained (once) and reported, or None to skip it.
 
     Returns:
-        dict: Display name -> CAM mIoU (percent) on the demo val split, plus the baselines.
+        dict: Display name -> mIoU (percent) on the demo val split, plus the baselines and
+        the demo SAM's single-point mIoU (``demo_sam``, ``random_sam``).
     """
     ensure_demo_data(data_root)
-    results, times = {}, {}
+    results, times, extra = {}, {}, {}
+    if demo_sam:
+        start = time.time()
+        extra = ensure_demo_sam(data_root, demo_sam)
+        times['demo SAM'] = time.time() - start
     for name, entry in configs.items():
         start = time.time()
         entry = dict(config=entry) if isinstance(entry, str) else dict(entry)
@@ -84,15 +166,26 @@ def run_demo(configs: dict[str, str | dict], work_root: str = 'work_dirs',
         print(f'[demo] training {name}: {config} -> {work_dir}')
         cfg = build_train_config(config, work_dir=work_dir, data_root=data_root,
                                  cfg_options=entry.get('cfg_options'))
-        build_demo_caches(cfg)
+        with_sam = bool(entry.get('sam_pseudo_labels'))
+        build_demo_caches(cfg, (None, 'val') if with_sam else (None, ))
         runner = train(cfg)
         results[name] = float(runner.message_hub.get_scalar('val/cam/mIoU').current())
         times[name] = time.time() - start
+        if with_sam:
+            start = time.time()
+            last = osp.join(work_dir, f'epoch_{cfg.train_cfg.max_epochs}.pth')
+            pl_name = '  -> its `sam` pseudo-labels (CAM peaks prompt SAM)'
+            results[pl_name] = sam_pseudo_label_miou(cfg, last)
+            times[pl_name] = time.time() - start
     baselines = demo_baselines(data_root)
-    print('\n[demo] CAM mIoU on the demo val split (background threshold searched):')
+    print('\n[demo] mIoU on the demo val split (CAMs: background threshold searched):')
+    if extra:
+        print(f'  {"demo SAM: single-point masks vs val objects":<58}{extra["demo_sam"]:6.2f}'
+              f'   ({times["demo SAM"] / 60:.1f} min; random tiny SAM {extra["random_sam"]:.2f})')
     for name, miou in results.items():
-        print(f'  {name:<50}{miou:6.2f}   ({times[name] / 60:.1f} min)')
-    print(f'  {"baseline: all background":<50}{baselines["all_background"]:6.2f}')
-    print(f'  {"baseline: labelled class everywhere":<50}{baselines["whole_image"]:6.2f}')
+        print(f'  {name:<58}{miou:6.2f}   ({times[name] / 60:.1f} min)')
+    print(f'  {"baseline: all background":<58}{baselines["all_background"]:6.2f}')
+    print(f'  {"baseline: labelled class everywhere":<58}{baselines["whole_image"]:6.2f}')
     results.update({f'baseline_{k}': v for k, v in baselines.items()})
+    results.update(extra)
     return results

@@ -97,3 +97,76 @@ def test_demo_sam_learns_from_train_objects_only(train_only_copy, tmp_path):
     sam = build_sam('tiny', out, device='cpu')  # strict load of the official key set
     assert sam.s2c_checkpoint == out
     assert 0.0 <= single_point_miou(sam, data) <= 100.0
+
+
+def test_low_res_targets_by_hand():
+    from s2c.apis.demo_sam import to_low_res
+    target = torch.zeros(1, 1, 8, 8)
+    target[..., :4, :4] = 1          # one whole low-res cell
+    target[..., 4:6, 4:6] = 1        # a quarter of another
+    valid = torch.ones(1, 1, 8, 8, dtype=torch.bool)
+    valid[..., :, 7:] = False        # a quarter of each right-hand cell is padding
+    low_t, low_v = to_low_res(target, valid, 2)
+    assert low_v[0, 0].tolist() == [[True, True], [True, True]]
+    assert torch.allclose(low_t[0, 0], torch.tensor([[1.0, 0.0], [0.0, 0.25]]))
+    valid[..., :, 6:] = False        # half: not "most" of the cell, so not valid
+    low_t, low_v = to_low_res(target, valid, 2)
+    assert low_v[0, 0].tolist() == [[True, False], [True, False]]
+    assert low_t[0, 0, :, 1].tolist() == [0.0, 0.0]
+
+
+def test_prompt_batch_takes_several_objects_per_image():
+    from s2c.apis.demo_sam import InstanceSet, _prompt_batch
+    s = 32
+    objects, inputs = [], torch.randn(2, 3, s, s)
+    for i in range(2):
+        masks = torch.zeros(3, s, s, dtype=torch.bool)
+        for o in range(3):
+            masks[o, 4 + 8 * o:10 + 8 * o, 2 + 10 * i:8 + 10 * i] = True
+        objects.append(masks)
+    data = InstanceSet(['a', 'b'], inputs, torch.ones(2, 1, s, s, dtype=torch.bool), objects)
+    sam = build_sam('tiny', None, device='cpu', seed=0)
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        x, valid, target, index, sparse, dense, _ = _prompt_batch(
+            sam, data, np.array([0, 1]), rng, 0.5, 3, 2, torch.device('cpu'))
+        assert index.tolist() == [0, 0, 1, 1] and target.shape == (4, 1, s, s)
+        assert valid.shape == (4, 1, s, s) and len(sparse) == 4
+        for n, i in enumerate(index.tolist()):
+            flipped = not torch.equal(x[i], inputs[i])
+            assert torch.equal(x[i], inputs[i].flip(-1) if flipped else inputs[i])
+            objs = objects[i].flip(-1) if flipped else objects[i]  # the mask follows the image
+            assert any(torch.equal(target[n, 0].bool(), o) for o in objs)
+        assert not torch.equal(target[0], target[1]) and not torch.equal(target[2], target[3])
+
+
+def test_background_segments_are_the_background_regions(demo_root):
+    plain = load_instance_set(demo_root, 'train', progress=False)
+    with_bg = load_instance_set(demo_root, 'train', background_segments=True, progress=False)
+    assert plain.names == with_bg.names
+    for objs, objs_bg, valid in zip(plain.objects, with_bg.objects, with_bg.valid):
+        k = len(objs)
+        assert torch.equal(objs_bg[:k], objs) and len(objs_bg) > k
+        union = objs_bg.any(0)
+        # the added segments are the background: disjoint from every object, inside the image
+        assert not (objs_bg[k:].any(0) & objs.any(0)).any()
+        assert not (objs_bg[k:].any(0) & ~valid[0]).any()
+        # objects and background regions tile the image up to tiny regions and resize seams
+        assert (union & valid[0]).sum() >= 0.97 * valid[0].sum()
+
+
+@pytest.mark.slow
+def test_make_demo_trains_the_demo_sam_once(demo_root, tmp_path, capsys):
+    from s2c.apis.demo import ensure_demo_sam
+    out = str(tmp_path / 'demo_sam.pth')
+    settings = dict(steps=4, batch_size=2, seed=0)
+    quality = ensure_demo_sam(demo_root, out, settings)
+    assert 'training the demo SAM' in capsys.readouterr().out
+    assert set(quality) == {'demo_sam', 'random_sam'}
+    assert all(0.0 <= v <= 100.0 for v in quality.values())
+    mtime = os.path.getmtime(out)
+    again = ensure_demo_sam(demo_root, out, settings)  # same data and settings: reused
+    assert 'using the demo SAM' in capsys.readouterr().out and again == quality
+    assert os.path.getmtime(out) == mtime
+    ensure_demo_sam(demo_root, out, dict(settings, steps=5))  # other settings: retrained
+    assert 'training the demo SAM' in capsys.readouterr().out
