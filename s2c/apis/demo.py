@@ -27,7 +27,7 @@ DEMO_ROOT = 'data/demo'
 DEMO_SAM = 'work_dirs/demo_sam/sam_tiny_demo.pth'
 #: Settings of the demo SAM's training (:func:`~s2c.apis.demo_sam.train_demo_sam`).
 DEMO_SAM_SETTINGS = dict(steps=500, lr=5e-4, batch_size=8, objects_per_image=4, box_prob=0.3,
-                         background_segments=True, seed=0)
+                         background_segments=False, seed=0)
 
 
 def ensure_demo_data(data_root: str = DEMO_ROOT, seed: int = 0) -> None:
