@@ -284,10 +284,17 @@ def test_refine_runs_fp32_inside_autocast(demo_caches):
     with torch.autocast('cpu', dtype=torch.bfloat16):
         under_amp = cpm.refine(cams, labels, samples)
         model.train()
-        targets = cpm.make_targets(model, inputs, samples, labels)   # MS CAMs in bf16
+        targets = cpm.make_targets(model, inputs, samples, labels)   # MS CAMs: cam_precision
     assert torch.equal(under_amp, reference)
     assert targets.dtype == torch.long and targets.shape == reference.shape
     assert model.training
+    # cam_precision='fp32': the multi-scale CAMs ignore the autocast region
+    fp32 = _cached_cpm(cfg, cam_precision='fp32')
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        in_amp = fp32.make_targets(model, inputs, samples, labels)
+    assert torch.equal(in_amp, fp32.make_targets(model, inputs, samples, labels))
+    with pytest.raises(ValueError, match='cam_precision'):
+        _cached_cpm(cfg, cam_precision='half')
 
 
 def _padding_peak_case(cpm, samples, inputs=None):

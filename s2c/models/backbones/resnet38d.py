@@ -20,17 +20,26 @@ bn7        BN + ReLU                                  4096
 =========  =======================  ======  ========  =================
 
 Output stride 8: a ``(B, 3, H, W)`` input gives ``(B, 4096, ceil(H/8), ceil(W/8))``.
+
+The forward is cut in two at the first stochastic layer (b6's first channel
+dropout): :meth:`ResNet38d.forward_stem` (conv1a ... b5 and b6 up to its
+dropout) and :meth:`ResNet38d.forward_from_stem`; ``forward`` is their
+composition. With frozen BatchNorm the stem computes the same tensors in train
+and eval mode, so S2C's training forward and CPM's scale-1 CAM share it
+(:class:`~s2c.models.CAMClassifier`).
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.dropout import _DropoutNd
 
 from s2c.registry import MODELS
 from s2c.utils.checkpoint import load_state_dict_strict, read_state_dict
@@ -109,12 +118,50 @@ class ResBlockBottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in, H, W)`` -> ``(B, out, H/stride, W/stride)``."""
+        return self.forward_tail(*self.forward_head(x))
+
+    #: Submodules that :meth:`forward_head` runs (everything before the first dropout).
+    HEAD_MODULES = ('bn_branch2a', 'conv_branch1', 'conv_branch2a', 'bn_branch2b1')
+
+    def forward_head(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The block up to its first dropout.
+
+        Returns:
+            tuple: ``shortcut`` ``(B, out, H', W')`` (projection of the
+            pre-activated input) and ``branch`` ``(B, out/4, H', W')`` (ReLU after
+            ``bn_branch2b1``, the input of ``dropout_2b1``).
+        """
         pre = F.relu(self.bn_branch2a(x))
         shortcut = self.conv_branch1(pre)
-        out = self.conv_branch2a(pre)
-        out = self.conv_branch2b1(self.dropout_2b1(F.relu(self.bn_branch2b1(out))))
+        branch = F.relu(self.bn_branch2b1(self.conv_branch2a(pre)))
+        return shortcut, branch
+
+    def forward_tail(self, shortcut: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+        """The rest of the block from :meth:`forward_head`'s outputs (both dropouts)."""
+        out = self.conv_branch2b1(self.dropout_2b1(branch))
         out = self.conv_branch2b2(self.dropout_2b2(F.relu(self.bn_branch2b2(out))))
         return shortcut + out
+
+
+@dataclass
+class StemFeatures:
+    """Output of :meth:`ResNet38d.forward_stem`: the network up to its first dropout.
+
+    Attributes:
+        shortcut: ``(B, C6, h, w)`` b6's projection shortcut (``C6 = round(2048 w)``,
+            ``h = ceil(H / 8)``).
+        branch: ``(B, C6 / 4, h, w)`` b6's branch before ``dropout_2b1``.
+        outs: Requested ``out_stages`` outputs of the stem's stages (conv1a ... b5).
+    """
+
+    shortcut: torch.Tensor
+    branch: torch.Tensor
+    outs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def detach(self) -> StemFeatures:
+        """The same tensors cut from the autograd graph (no copy)."""
+        return StemFeatures(self.shortcut.detach(), self.branch.detach(),
+                            {k: v.detach() for k, v in self.outs.items()})
 
 
 def is_bn_counter(key: str) -> bool:
@@ -241,7 +288,7 @@ class ResNet38d(BaseModule):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
-        """Run the network.
+        """Run the network (:meth:`forward_stem`, then :meth:`forward_from_stem`).
 
         Args:
             x: ``(B, 3, H, W)`` image normalised with ImageNet mean/std.
@@ -250,14 +297,62 @@ class ResNet38d(BaseModule):
             ``(B, C_out, ceil(H/8), ceil(W/8))`` feature after bn7 + ReLU, or a
             dict of the requested stage outputs plus ``'out'``.
         """
+        return self.forward_from_stem(self.forward_stem(x))
+
+    #: Stages that :meth:`forward_stem` runs whole; b6 is cut before its first dropout.
+    STEM_STAGES = ('conv1a', 'b2', 'b3', 'b4', 'b5')
+
+    def forward_stem(self, x: torch.Tensor) -> StemFeatures:
+        """The network up to its first stochastic layer (b6's ``dropout_2b1``).
+
+        Args:
+            x: ``(B, 3, H, W)`` normalised image.
+
+        Returns:
+            StemFeatures: b6's shortcut and pre-dropout branch at ``(ceil(H/8),
+            ceil(W/8))``, plus the requested stem stage outputs.
+        """
         outs = {}
-        for stage, blocks in self._stages.items():
-            for name in blocks:
+        for stage in self.STEM_STAGES:
+            for name in self._stages[stage]:
                 x = getattr(self, name)(x)
             if stage in self.out_stages:
                 outs[stage] = x
+        return StemFeatures(*self.b6.forward_head(x), outs=outs)
+
+    def forward_from_stem(self, stem: StemFeatures) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The rest of :meth:`forward` from :meth:`forward_stem`'s output (same return)."""
+        outs = dict(stem.outs)
+        x = self.b6.forward_tail(stem.shortcut, stem.branch)
+        if 'b6' in self.out_stages:
+            outs['b6'] = x
+        x = self.b7(x)
+        if 'b7' in self.out_stages:
+            outs['b7'] = x
         x = F.relu(self.bn7(x))
         if not self.out_stages:
             return x
         outs['out'] = x
         return outs
+
+    def stem_modules(self) -> list[tuple[str, nn.Module]]:
+        """``(name, module)`` of every module :meth:`forward_stem` runs."""
+        mods = [(f'{blk}.{n}' if n else blk, m) for stage in self.STEM_STAGES
+                for blk in self._stages[stage] for n, m in getattr(self, blk).named_modules()]
+        return mods + [(f'b6.{n}', getattr(self.b6, n)) for n in self.b6.HEAD_MODULES]
+
+    def stem_mode_problem(self) -> str | None:
+        """Why the stem would differ between the current mode and eval mode, or ``None``.
+
+        The stem's output is mode-independent when no BatchNorm in it uses batch
+        statistics (``freeze_bn`` keeps them in eval mode) and no dropout in it is
+        active. Check it in training mode, before sharing the stem with an eval forward.
+        """
+        for name, m in self.stem_modules():
+            if isinstance(m, _BatchNorm) and m.training:
+                return (f'BatchNorm backbone.{name} is in training mode (freeze_bn='
+                        f'{self.freeze_bn}): it normalises with batch statistics in the training '
+                        'forward and with running statistics in eval mode')
+            if isinstance(m, _DropoutNd) and m.training and m.p > 0:
+                return f'dropout backbone.{name} (p={m.p}) is active in the stem'
+        return None

@@ -2,7 +2,11 @@
 
 Per training batch, without gradients:
 
-1. multi-scale CAMs of the crops (eval mode; :func:`~s2c.cam.batch_multiscale_cams`);
+1. multi-scale CAMs of the crops (eval mode; :func:`~s2c.cam.batch_multiscale_cams`),
+   in ``cam_precision`` (default ``'auto'``: fp16 under ``--amp``'s fp16 autocast,
+   fp32 under bf16, as measured by ``tools/analysis_tools/study_cam_precision.py``);
+   the scale-1 CAM continues
+   from the stem the training forward computes (``share_stem``, frozen BN only);
 2. peaks per present class (:func:`~s2c.models.cpm.prompts.peak_prompts`): all
    peaks of a class form ONE prompt of positive points, mapped into the SAM
    input frame (:mod:`s2c.models.cpm.frames`);
@@ -43,12 +47,19 @@ from mmengine.logging import MessageHub
 from torch import nn
 
 from s2c.caches.embedding_store import EmbeddingStore
-from s2c.cam.inference import S2C_SCALES, batch_multiscale_cams
+from s2c.cam.inference import (
+    CAM_PRECISIONS,
+    DEFAULT_CAM_PRECISION,
+    S2C_SCALES,
+    batch_multiscale_cams,
+    cam_autocast_state,
+)
 from s2c.cam.peaks import PEAK_RULES
 from s2c.registry import MODELS, PROMPT_BACKENDS
 from s2c.sam.backends import PromptBackend, check_policy, select_masks
 from s2c.structures import IGNORE_INDEX
 
+from ..backbones.resnet38d import StemFeatures
 from ..losses.cpm_loss import CPMLoss
 from .frames import CachedFrames, OnlineFrames
 from .labels import CONFIDENCE_MODES, compose_cpm_labels
@@ -118,10 +129,25 @@ class CPM(nn.Module):
         start_epoch: First (0-based) epoch with CPM (S2C: 2, the third epoch).
         start_iter: Alternatively, first iteration with CPM (overrides ``start_epoch``).
         loss_weight: Weight of ``loss_cpm`` (S2C: 1).
+        cam_precision: Precision of the no-grad multi-scale CAM forwards
+            (:data:`~s2c.cam.inference.CAM_PRECISIONS`): ``'auto'`` (default: follow
+            ``--amp``'s autocast when it is fp16, run fp32 under bf16 autocast; measured
+            with ``tools/analysis_tools/study_cam_precision.py`` on the demo models, fp16
+            kept 97.8 % of the peak sets and >= 99.7 % of the CPM label pixels of fp32,
+            bf16 only 78-84 % and 98.6-99.3 %), ``'fp32'``, ``'amp'`` (follow any
+            autocast), ``'bf16'``, ``'fp16'``. A non-finite reduced-precision CAM is
+            recomputed in fp32.
+        share_stem: Reuse the training forward's stem (the backbone up to its
+            first dropout, :meth:`~s2c.models.backbones.ResNet38d.forward_stem`)
+            for the scale-1 CAM: bit-identical results, one partial forward less per
+            step. Valid only with frozen BatchNorm, no active dropout in the stem
+            and CAMs in the training forward's precision. ``None`` (default): share
+            when valid, else compute the CAM separately (logged once); ``True``:
+            share or raise; ``False``: never.
 
     Raises:
-        ValueError: Bad source / confidence / policy, no ``embedding_dir``, or a
-            cache that does not fit the back-end.
+        ValueError: Bad source / confidence / policy / ``cam_precision``, no
+            ``embedding_dir``, or a cache that does not fit the back-end.
         KeyError / TypeError: Unknown back-end type or argument.
         FileNotFoundError: The embedding cache does not exist (names the tool).
     """
@@ -132,8 +158,15 @@ class CPM(nn.Module):
                  peak_rule: str = 'snapped', mask_chain: str = 'direct',
                  ignore_padding: bool = True, selection: str = 'index2',
                  confidence: str = 'logit_x_meancam', start_epoch: int = 2,
-                 start_iter: int | None = None, loss_weight: float = 1.0) -> None:
+                 start_iter: int | None = None, loss_weight: float = 1.0,
+                 cam_precision: str = DEFAULT_CAM_PRECISION,
+                 share_stem: bool | None = None) -> None:
         super().__init__()
+        if cam_precision not in CAM_PRECISIONS:
+            raise ValueError(f'cam_precision must be one of {CAM_PRECISIONS}, '
+                             f'got {cam_precision!r}')
+        if share_stem not in (None, True, False):
+            raise ValueError(f'share_stem must be None (auto), True or False, got {share_stem!r}')
         if embedding_source not in EMBEDDING_SOURCES:
             raise ValueError(f'embedding_source must be one of {EMBEDDING_SOURCES}, '
                              f'got {embedding_source!r}')
@@ -168,6 +201,8 @@ class CPM(nn.Module):
         self.start_epoch = start_epoch
         self.start_iter = start_iter
         self.loss_cpm = CPMLoss(loss_weight)
+        self.cam_precision = cam_precision
+        self.share_stem = share_stem
         # Not registered as submodules (see the class docstring).
         self._parts = dict(backend=prompt_backend, store=store)
 
@@ -192,9 +227,31 @@ class CPM(nn.Module):
         return backend
 
     # ------------------------------------------------------------- targets
+    def stem_precision_problem(self, device_type: str) -> str | None:
+        """Why the CAM forwards cannot reuse the training forward's stem, precision-wise.
+
+        The stem is computed in the training forward's precision (the autocast
+        state active now); the CAM forwards run in :attr:`cam_precision`. They must
+        agree (e.g. under ``--amp``: ``cam_precision='amp'``).
+
+        Returns:
+            str | None: The reason, or ``None`` when they agree.
+        """
+        cam = cam_autocast_state(self.cam_precision, device_type)
+        train = cam_autocast_state('amp', device_type)
+        if cam == train:
+            return None
+
+        def name(state: tuple[bool, torch.dtype]) -> str:
+            return str(state[1]).replace('torch.', '') + (' autocast' if state[0] else '')
+
+        return (f"CPM's CAM forwards run in {name(cam)} (cam_precision="
+                f"{self.cam_precision!r}) but the training forward in {name(train)}")
+
     @torch.no_grad()
     def make_targets(self, model: nn.Module, inputs: torch.Tensor,
-                     data_samples: Sequence[dict], labels: torch.Tensor) -> torch.Tensor:
+                     data_samples: Sequence[dict], labels: torch.Tensor,
+                     stem: StemFeatures | None = None) -> torch.Tensor:
         """CPM pseudo-labels of a batch.
 
         Args:
@@ -202,14 +259,32 @@ class CPM(nn.Module):
             inputs: ``(B, 3, H, W)`` normalised crops.
             data_samples: Per-image dicts (``name``, ``geometry``, ``valid``).
             labels: ``(B, C)`` multi-hot labels.
+            stem: The training forward's detached stem of ``inputs``
+                (``model.backbone.forward_stem(inputs).detach()``), continued by
+                ``model.extract(inputs, stem=stem)`` for the scale-1 CAM; ``None``:
+                the scale-1 CAM runs the whole network.
 
         Returns:
             torch.Tensor: ``(B, H, W)`` long: classes ``0..C-1``, ``C`` background, 255 ignore.
+
+        Raises:
+            ValueError: A ``stem`` computed in another precision than the CAM forwards.
         """
+        scale_one_cam = None
+        if stem is not None:
+            problem = self.stem_precision_problem(inputs.device.type)
+            if problem:
+                raise ValueError(f'cannot reuse the training stem: {problem}')
+
+            def scale_one_cam() -> torch.Tensor:
+                return model.extract(inputs, stem=stem)['cam']
+
         was_training = model.training
         model.eval()
-        try:  # the CAM forwards may run under AMP autocast (they return fp32)
-            cams = batch_multiscale_cams(model, inputs, labels, self.scales)
+        try:  # fp32 CAMs, whatever precision the forwards ran in
+            cams = batch_multiscale_cams(model, inputs, labels, self.scales,
+                                         precision=self.cam_precision,
+                                         scale_one_cam=scale_one_cam)
         finally:
             model.train(was_training)
         return self.refine(cams, labels, data_samples, inputs)

@@ -1,5 +1,10 @@
 """SAM's mask decoder for many point prompts on ONE image, without repeating the image.
 
+Used by the AMG (one image, many points) and, for several images at once, by
+the vanilla prompt back-end (:func:`~s2c.sam.decoders.batched.decode_shared_image`:
+the first block's shared work is done once per image, the later blocks are
+batched over all prompts).
+
 segment-anything's ``MaskDecoder.predict_masks`` copies the image embedding
 once per prompt (``repeat_interleave``) and runs every image-side projection
 of the two-way transformer on all copies. With few tokens per prompt
@@ -75,21 +80,35 @@ def _token_to_image(att: Attention, q: torch.Tensor, k: torch.Tensor,
 
 
 def _token_to_shared_image(att: Attention, q: torch.Tensor, k: torch.Tensor,
-                           v: torch.Tensor) -> torch.Tensor:
-    """Tokens ``q (B, T, C)`` attend to image tokens ``k, v (N, C)`` shared by all prompts."""
+                           v: torch.Tensor, image_rows: list[torch.Tensor] | None = None
+                           ) -> torch.Tensor:
+    """Tokens ``q (B, T, C)`` attend to shared image tokens.
+
+    ``k, v`` are ``(N, C)`` shared by all prompts, or ``(U, N, C)`` of ``U``
+    images with ``image_rows`` (the prompt rows of each image); either way the
+    image tokens are projected once per image.
+    """
     qp = _split(att.q_proj(q), att.num_heads)  # (B, H, T, d)
-    kp = _split(att.k_proj(k), att.num_heads)  # (H, N, d)
+    kp = _split(att.k_proj(k), att.num_heads)  # (H, N, d) or (U, H, N, d)
     vp = _split(att.v_proj(v), att.num_heads)
-    attn = torch.softmax(torch.einsum('bhtd,hnd->bhtn', qp, kp) / math.sqrt(qp.shape[-1]),
-                         dim=-1)
-    return att.out_proj(_merge(torch.einsum('bhtn,hnd->bhtd', attn, vp)))
+    scale = math.sqrt(qp.shape[-1])
+    if image_rows is None:
+        attn = torch.softmax(torch.einsum('bhtd,hnd->bhtn', qp, kp) / scale, dim=-1)
+        return att.out_proj(_merge(torch.einsum('bhtn,hnd->bhtd', attn, vp)))
+    out = qp.new_empty(qp.shape)
+    for u, rows in enumerate(image_rows):
+        attn = torch.softmax(torch.einsum('bhtd,hnd->bhtn', qp[rows], kp[u]) / scale, dim=-1)
+        out[rows] = torch.einsum('bhtn,hnd->bhtd', attn, vp[u])
+    return att.out_proj(_merge(out))
 
 
 def _image_to_token_residual(att: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                             residual: torch.Tensor) -> torch.Tensor:
+                             residual: torch.Tensor,
+                             image_rows: list[torch.Tensor] | None = None) -> torch.Tensor:
     """``residual + attention(image tokens q -> tokens k, v)``, shape ``(B, N, C)``.
 
-    ``q`` and ``residual`` are ``(N, C)`` when shared by all prompts, else
+    ``q`` and ``residual`` are ``(N, C)`` when shared by all prompts, ``(U, N, C)``
+    shared per image with ``image_rows`` (the prompt rows of each image), else
     ``(B, N, C)``; ``k, v`` are ``(B, T, C)``.
     """
     h = att.num_heads
@@ -100,6 +119,11 @@ def _image_to_token_residual(att: Attention, q: torch.Tensor, k: torch.Tensor, v
     if q.dim() == 2:  # shared queries: project once
         qp = att.q_proj(q).view(-1, h, d)  # (N, H, d)
         logits = torch.einsum('nhd,bhtd->bnht', qp, kp)
+    elif image_rows is not None:  # shared per image: project once per image
+        qp = att.q_proj(q).view(q.shape[0], -1, h, d)  # (U, N, H, d)
+        logits = kp.new_empty(b, qp.shape[1], h, t)
+        for u, rows in enumerate(image_rows):
+            logits[rows] = torch.einsum('nhd,bhtd->bnht', qp[u], kp[rows])
     else:  # q . (Wq x + bq) = x . (Wq^T k) + bq . k
         wq, bq = _heads(att, 'q')
         k_img = torch.einsum('bhtd,hdc->bhtc', kp, wq).reshape(b, h * t, -1)
@@ -110,36 +134,74 @@ def _image_to_token_residual(att: Attention, q: torch.Tensor, k: torch.Tensor, v
     # (each head's weights sum to 1).
     wo = att.out_proj.weight.view(-1, h, d)  # (C, H, d)
     values_out = torch.einsum('bhtd,chd->bhtc', vp, wo) + att.out_proj.bias / h
-    residual = residual.expand(b, *residual.shape[-2:])
-    return torch.baddbmm(residual, attn, values_out.reshape(b, h * t, -1))
+    values_out = values_out.reshape(b, h * t, -1)
+    if image_rows is None:
+        residual = residual.expand(b, *residual.shape[-2:])
+        return torch.baddbmm(residual, attn, values_out)
+    out = values_out.new_empty(b, *residual.shape[-2:])
+    for u, rows in enumerate(image_rows):
+        out[rows] = torch.baddbmm(residual[u].expand(len(rows), -1, -1), attn[rows],
+                                  values_out[rows])
+    return out
+
+
+def is_uniform_dense(dense: torch.Tensor) -> bool:
+    """Whether a ``(B, C, h, w)`` dense prompt embedding is one ``C``-vector everywhere.
+
+    True for segment-anything's "no mask" embedding (an expanded view: checked by
+    its strides, no data read) and for any tensor equal to its first pixel
+    broadcast; False as soon as one prompt has a mask input.
+    """
+    if dense.numel() == 0:
+        return True
+    if all(st == 0 for i, st in enumerate(dense.stride()) if i != 1 and dense.shape[i] > 1):
+        return True
+    return torch.equal(dense, dense[:1, :, :1, :1].expand_as(dense))
 
 
 def decode_tokens(decoder: MaskDecoder, image_embedding: torch.Tensor,
-                  image_pe: torch.Tensor, sparse: torch.Tensor,
-                  dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the two-way transformer for ``B`` prompts on one image.
+                  image_pe: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor,
+                  image_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the two-way transformer for ``B`` prompts on one image (or a few).
+
+    The image-side work of the first block is done once per image, never per
+    prompt; the later blocks' image tokens differ per prompt and are batched
+    over all ``B`` prompts.
 
     Args:
         decoder: SAM's mask decoder (its ``TwoWayTransformer`` is used).
-        image_embedding: ``(1, C, h, w)`` image embedding (C = 256).
+        image_embedding: ``(1, C, h, w)`` image embedding (C = 256), or ``(U, C, h, w)``
+            of ``U`` images with ``image_index``.
         image_pe: ``(1, C, h, w)`` dense positional encoding.
-        sparse: ``(B, Np, C)`` sparse prompt embeddings (points).
+        sparse: ``(B, Np, C)`` sparse prompt embeddings (points, box corners).
         dense: ``(B, C, h, w)`` dense prompt embeddings; must be the same for
             every prompt and pixel (the "no mask" embedding).
+        image_index: ``(B,)`` long: each prompt's image in ``image_embedding``;
+            ``None`` = the one image.
 
     Returns:
         tuple: ``hs (B, 5 + Np, C)`` output tokens (IoU token first, then the
         4 mask tokens) and ``keys (B, h*w, C)`` the updated image tokens.
+
+    Raises:
+        ValueError: Mask inputs in ``dense``; several images without ``image_index``.
     """
     tr = decoder.transformer
     tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
     tokens = torch.cat([tokens[None].expand(sparse.shape[0], -1, -1), sparse], dim=1)
     no_mask = dense[:1, :, :1, :1]
-    if any(st != 0 for i, st in enumerate(dense.stride()) if i != 1 and dense.shape[i] > 1) \
-            and not torch.equal(dense, no_mask.expand_as(dense)):
+    if not is_uniform_dense(dense):
         raise ValueError('decode_tokens supports point prompts only: the dense prompt embedding '
                          'must be the same "no mask" embedding for every prompt and pixel')
-    x = (image_embedding[0] + no_mask[0]).flatten(1).t()  # (N, C), shared by all prompts
+    if image_index is None and image_embedding.shape[0] != 1:
+        raise ValueError(f'{image_embedding.shape[0]} image embeddings need an image_index')
+    image_rows = None
+    if image_index is None:
+        x = (image_embedding[0] + no_mask[0]).flatten(1).t()  # (N, C), shared by all prompts
+    else:  # (U, N, C), shared by the prompts of each image
+        image_rows = [torch.nonzero(image_index == u).flatten()
+                      for u in range(image_embedding.shape[0])]
+        x = (image_embedding + no_mask).flatten(2).transpose(1, 2).contiguous()
     pe = image_pe[0].flatten(1).t()
     queries, keys = tokens, None
     for layer in tr.layers:
@@ -148,14 +210,17 @@ def decode_tokens(decoder: MaskDecoder, image_embedding: torch.Tensor,
         queries = token_self_attention(layer, queries, tokens)
         q = queries + tokens
         if keys is None:  # layer 1: image tokens identical for all prompts
-            t2i = _token_to_shared_image(layer.cross_attn_token_to_image, q, kpe, x)
+            t2i = _token_to_shared_image(layer.cross_attn_token_to_image, q, kpe, x,
+                                         image_rows)
         else:
             t2i = _token_to_image(layer.cross_attn_token_to_image, q, kpe, keys)
         queries = layer.norm2(queries + t2i)
         queries = layer.norm3(queries + layer.mlp(queries))
         q = queries + tokens
-        keys = layer.norm4(_image_to_token_residual(layer.cross_attn_image_to_token, kpe, q,
-                                                    queries, x if keys is None else keys))
+        shared = keys is None
+        keys = layer.norm4(_image_to_token_residual(
+            layer.cross_attn_image_to_token, kpe, q, queries, x if shared else keys,
+            image_rows if shared else None))
         del kpe
     if keys is None:
         raise ValueError('the two-way transformer has no layers')
