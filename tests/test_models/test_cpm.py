@@ -6,12 +6,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from mmengine.config import Config
 from segment_anything.modeling import Sam
 from torchvision import transforms as tvt
 
-from s2c.apis import set_data_root
-from s2c.caches import run_embedding_job, run_se_map_job
 from s2c.cam import batch_multiscale_cams
 from s2c.datasets import VOC12ClsDataset
 from s2c.datasets.transforms import RandomCrop, RandomHorizontalFlip, RandomRescaleLongSide
@@ -205,19 +202,6 @@ def test_cached_sam_output_chain_is_the_librarys_postprocess():
     # and it is not the same as thresholding the directly resampled logits
     direct = frames.logits_to_crop(logits, torch.zeros(2, dtype=torch.long)) > 0
     assert (direct != want).any()
-
-
-@pytest.fixture(scope='module')
-def demo_caches(demo_root, tmp_path_factory):
-    """Felzenszwalb SE maps and tiny-SAM embeddings of the demo training split."""
-    cfg = Config.fromfile(S2C_DEMO)
-    set_data_root(cfg, demo_root)
-    out = tmp_path_factory.mktemp('caches')
-    cfg.train_dataloader.dataset.se_map_dir = str(out / 'se')
-    cfg.model.cpm.embedding_dir = str(out / 'emb')
-    assert run_se_map_job(cfg, progress=False, num_workers=0).ok
-    assert run_embedding_job(cfg, progress=False, num_workers=0).ok
-    return cfg
 
 
 def _batch(cfg, n=3):

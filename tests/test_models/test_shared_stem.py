@@ -8,11 +8,8 @@ import os.path as osp
 
 import pytest
 import torch
-from mmengine.config import Config
 from mmengine.logging import MessageHub
 
-from s2c.apis import set_data_root
-from s2c.caches import run_embedding_job, run_se_map_job
 from s2c.datasets import VOC12ClsDataset
 from s2c.models.backbones.resnet38d import ResNet38d
 from s2c.registry import MODELS
@@ -22,21 +19,8 @@ S2C_DEMO = osp.join(REPO, 'configs/demo/s2c_resnet38d-w0.125_1xb8-12e_demo-128x1
 
 
 @pytest.fixture(scope='module')
-def demo_cfg(demo_root, tmp_path_factory):
-    """The S2C demo config (felzenszwalb SE maps, tiny-SAM embedding cache) on the test data."""
-    cfg = Config.fromfile(S2C_DEMO)
-    set_data_root(cfg, demo_root)
-    out = tmp_path_factory.mktemp('stem_caches')
-    cfg.train_dataloader.dataset.se_map_dir = str(out / 'se')
-    cfg.model.cpm.embedding_dir = str(out / 'emb')
-    assert run_se_map_job(cfg, progress=False, num_workers=0).ok
-    assert run_embedding_job(cfg, progress=False, num_workers=0).ok
-    return cfg
-
-
-@pytest.fixture(scope='module')
-def batch(demo_cfg):
-    ds_cfg = demo_cfg.train_dataloader.dataset.copy()
+def batch(demo_caches):
+    ds_cfg = demo_caches.train_dataloader.dataset.copy()
     ds_cfg.pop('type')
     ds = VOC12ClsDataset(**ds_cfg)
     torch.manual_seed(0)
@@ -82,9 +66,9 @@ def _train_step(model_cfg, state, batch, autocast_dtype=None):
 
 
 @pytest.fixture(scope='module')
-def init_state(demo_cfg):
+def init_state(demo_caches):
     torch.manual_seed(0)
-    model = MODELS.build(_model_cfg(demo_cfg))
+    model = MODELS.build(_model_cfg(demo_caches))
     model.init_weights()
     return model.state_dict()
 
@@ -100,9 +84,9 @@ def _assert_bit_identical(a, b):
     assert torch.equal(seen_a['targets'], seen_b['targets'])
 
 
-def test_training_step_is_bit_identical_with_the_shared_stem(demo_cfg, init_state, batch):
-    shared = _train_step(_model_cfg(demo_cfg, share_stem=True), init_state, batch)
-    separate = _train_step(_model_cfg(demo_cfg, share_stem=False), init_state, batch)
+def test_training_step_is_bit_identical_with_the_shared_stem(demo_caches, init_state, batch):
+    shared = _train_step(_model_cfg(demo_caches, share_stem=True), init_state, batch)
+    separate = _train_step(_model_cfg(demo_caches, share_stem=False), init_state, batch)
     # 4 CAM scales + the training forward: one stem less when shared
     assert shared[2]['stem'] == 4 and separate[2]['stem'] == 5
     _assert_bit_identical(shared, separate)
@@ -110,25 +94,25 @@ def test_training_step_is_bit_identical_with_the_shared_stem(demo_cfg, init_stat
     assert targets.shape == (4, 128, 128) and (targets < 4).any()  # CPM labelled something
 
 
-def test_shared_stem_under_autocast_needs_cam_precision_amp(demo_cfg, init_state, batch):
+def test_shared_stem_under_autocast_needs_cam_precision_amp(demo_caches, init_state, batch):
     """--amp: the stem runs in the training precision, so only CAMs in that precision share it
     (bit-identical); fp32 CAMs (the default) compute their scale-1 stem separately."""
     bf16 = torch.bfloat16
-    shared = _train_step(_model_cfg(demo_cfg, share_stem=True, cam_precision='amp'), init_state,
+    shared = _train_step(_model_cfg(demo_caches, share_stem=True, cam_precision='amp'), init_state,
                          batch, bf16)
-    separate = _train_step(_model_cfg(demo_cfg, share_stem=False, cam_precision='amp'),
+    separate = _train_step(_model_cfg(demo_caches, share_stem=False, cam_precision='amp'),
                            init_state, batch, bf16)
     assert shared[2]['stem'] == 4
     _assert_bit_identical(shared, separate)
-    auto = _train_step(_model_cfg(demo_cfg, cam_precision='fp32'), init_state, batch, bf16)
+    auto = _train_step(_model_cfg(demo_caches, cam_precision='fp32'), init_state, batch, bf16)
     assert auto[2]['stem'] == 5  # not shared: the CAMs run in fp32
     with pytest.raises(RuntimeError, match="cam_precision='fp32'.*bfloat16 autocast"):
-        _train_step(_model_cfg(demo_cfg, share_stem=True, cam_precision='fp32'), init_state,
+        _train_step(_model_cfg(demo_caches, share_stem=True, cam_precision='fp32'), init_state,
                     batch, bf16)
 
 
-def test_stem_sharing_is_refused_or_skipped_when_not_exact(demo_cfg, init_state, batch):
-    demo = copy.deepcopy(demo_cfg.model.to_dict())  # the demo trains its BatchNorm
+def test_stem_sharing_is_refused_or_skipped_when_not_exact(demo_caches, init_state, batch):
+    demo = copy.deepcopy(demo_caches.model.to_dict())  # the demo trains its BatchNorm
     with pytest.raises(ValueError, match='freeze_bn=False'):
         MODELS.build(dict(demo, cpm=dict(demo['cpm'], share_stem=True)))
     with pytest.raises(ValueError, match='share_stem'):
@@ -142,7 +126,7 @@ def test_stem_sharing_is_refused_or_skipped_when_not_exact(demo_cfg, init_state,
                        MODELS.build(demo).state_dict(), batch)
     assert auto[2]['stem'] == 5
     # a BatchNorm switched to training mode by hand after the build: refused at the step
-    model = MODELS.build(_model_cfg(demo_cfg, share_stem=True))
+    model = MODELS.build(_model_cfg(demo_caches, share_stem=True))
     model.load_state_dict(init_state)
     model.train()
     model.backbone.b3.bn_branch2a.train()
