@@ -133,10 +133,10 @@ class CPM(nn.Module):
             (:data:`~s2c.cam.inference.CAM_PRECISIONS`): ``'auto'`` (default: follow
             ``--amp``'s autocast when it is fp16, run fp32 under bf16 autocast; measured
             with ``tools/analysis_tools/study_cam_precision.py`` on the demo models, fp16
-            kept 97.8 % of the peak sets and >= 99.7 % of the CPM label pixels of fp32,
-            bf16 only 78-84 % and 98.6-99.3 %), ``'fp32'``, ``'amp'`` (follow any
-            autocast), ``'bf16'``, ``'fp16'``. A non-finite reduced-precision CAM is
-            recomputed in fp32.
+            autocast kept 96.6-98.5 % of the peak sets and >= 99.8 % of the CPM label
+            pixels of fp32, bf16 only 78-84 % and 98.6-99.3 %), ``'fp32'``, ``'amp'``
+            (follow any autocast), ``'bf16'``, ``'fp16'``. A non-finite
+            reduced-precision CAM is recomputed in fp32.
         share_stem: Reuse the training forward's stem (the backbone up to its
             first dropout, :meth:`~s2c.models.backbones.ResNet38d.forward_stem`)
             for the scale-1 CAM: bit-identical results, one partial forward less per
