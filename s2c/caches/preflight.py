@@ -56,28 +56,25 @@ def check_caches(cfg: Mapping, cli_args: str = '') -> None:
     suffix = f' {cli_args}' if cli_args else ''
     names = _train_names(cfg)
     se_dir = se_map_dir(cfg) if cfg.get('train_dataloader') else None
-    if se_dir:
-        command = f'python tools/cache_se_maps.py {config}{suffix}'
-        _require_cache('SE maps', se_dir, se_map_path, names, command)
-        manifest = read_manifest(osp.join(se_dir, MANIFEST_NAME))
-        diffs = se_settings_differences(cfg, manifest) if manifest else []
-        if diffs:
-            raise CacheMismatchError(
-                f'the SE maps in {se_dir} were made with other settings than this config: '
-                f'{"; ".join(diffs)}. Point train_dataloader.dataset.se_map_dir at the cache '
-                f'made with these settings, or rebuild this one:\n    {command} --overwrite')
-    emb_dir = embedding_dir(cfg)
     cpm = (cfg.get('model') or {}).get('cpm') or {}
+    needed = []  # (what, folder, entry path, tool, settings differences, config key)
+    if se_dir:
+        needed.append(('SE maps', se_dir, se_map_path, 'cache_se_maps',
+                       se_settings_differences, 'train_dataloader.dataset.se_map_dir'))
     if cpm and cpm.get('embedding_source', 'cached') == 'cached':
-        command = f'python tools/cache_sam_embeddings.py {config}{suffix}'
-        _require_cache('SAM embeddings', emb_dir, embedding_path, names, command)
-        manifest = read_manifest(osp.join(emb_dir, MANIFEST_NAME))
-        diffs = embedding_settings_differences(cfg, manifest) if manifest else []
+        needed.append(('SAM embeddings', embedding_dir(cfg), embedding_path,
+                       'cache_sam_embeddings', embedding_settings_differences,
+                       'model.cpm.embedding_dir'))
+    for what, folder, path_of, tool, differences, key in needed:
+        command = f'python tools/{tool}.py {config}{suffix}'
+        _require_cache(what, folder, path_of, names, command)
+        manifest = read_manifest(osp.join(folder, MANIFEST_NAME))
+        diffs = differences(cfg, manifest) if manifest else []
         if diffs:
             raise CacheMismatchError(
-                f'the SAM embeddings in {emb_dir} were stored with other settings than this '
-                f'config: {"; ".join(diffs)}. Point model.cpm.embedding_dir at the cache made '
-                f'with these settings, or rebuild this one:\n    {command} --overwrite')
+                f'the {what} in {folder} were made with other settings than this config: '
+                f'{"; ".join(diffs)}. Point {key} at the cache made with these settings, '
+                f'or rebuild this one:\n    {command} --overwrite')
 
 
 def embedding_settings_differences(cfg: Mapping, manifest: Mapping) -> list[str]:
