@@ -1,6 +1,6 @@
 """Visual checks of CAMs and pseudo-labels: one row of panels per image.
 
-Panels: image | CAM heat map per present class | pseudo-label | ground truth.
+Panels: image | CAM heat map per present class | pseudo-label(s) | ground truth.
 Heat maps are the CAM in [0, 1] through the JET colour map, blended 50/50 with
 the image; label maps use the VOC palette (255 = light grey) and are resized
 with nearest neighbour. Used by ``tools/analysis_tools/visualize.py``.
@@ -8,6 +8,7 @@ with nearest neighbour. Used by ``tools/analysis_tools/visualize.py``.
 from __future__ import annotations
 
 import os.path as osp
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -44,9 +45,24 @@ def _tile(panel: np.ndarray, caption: str, height: int,
 
 
 def render_grid(name: str, img_dir: str, img_suffix: str, cam_dir: str | None,
-                label_dir: str | None, gt_dir: str | None, height: int = 256,
+                label_dir: str | Sequence[tuple[str, str]] | None, gt_dir: str | None,
+                height: int = 256,
                 class_names: tuple[str, ...] = VOC_CLASSES) -> Image.Image:
     """Compose the row of panels of one image (see the module docstring).
+
+    Args:
+        name: Image id.
+        img_dir: Image folder; ``img_suffix`` its file suffix.
+        cam_dir: Folder of ``<name>.npz`` CAMs, or None.
+        label_dir: Folder of pseudo-label PNGs (captioned "pseudo-label"), or
+            ``(folder, caption)`` pairs, one panel each in that order (e.g. the
+            threshold and the ``sam`` pseudo-labels side by side), or None.
+        gt_dir: Ground-truth folder, or None.
+        height: Panel height in pixels.
+        class_names: Foreground class names for the CAM captions.
+
+    Returns:
+        PIL.Image.Image: The row; panels whose folder or file is missing are left out.
 
     Raises:
         FileNotFoundError: When the image itself is missing.
@@ -63,7 +79,9 @@ def render_grid(name: str, img_dir: str, img_suffix: str, cam_dir: str | None,
                 cam = cv2.resize(cam, image.shape[1::-1], interpolation=cv2.INTER_LINEAR)
             cname = class_names[k] if k < len(class_names) else f'class {k}'
             tiles.append(_tile(heat_overlay(image, cam), f'CAM {cname}', height))
-    for folder, caption in ((label_dir, 'pseudo-label'), (gt_dir, 'ground truth')):
+    labels = [(label_dir, 'pseudo-label')] if isinstance(label_dir, str) or label_dir is None \
+        else list(label_dir)
+    for folder, caption in labels + [(gt_dir, 'ground truth')]:
         if folder and osp.isfile(osp.join(folder, name + '.png')):
             tiles.append(_tile(colorize(load_label_png(osp.join(folder, name + '.png'))),
                                caption, height, Image.NEAREST))

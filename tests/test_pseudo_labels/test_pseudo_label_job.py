@@ -23,7 +23,7 @@ from s2c.pseudo_labels import (
     se_merge_labels,
     threshold_labels,
 )
-from s2c.utils import VOC_PALETTE, load_label_png
+from s2c.utils import VOC_PALETTE, load_label_png, save_label_png
 from s2c.utils.manifest import ManifestMismatchError, manifest_id
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -425,6 +425,25 @@ def test_visualize_writes_one_grid_per_image(tmp_path, run_tool):
     # below the caption box (top 16 rows).
     last = grid[:, -64:][::4, ::4]
     np.testing.assert_array_equal(last[5:], VOC_PALETTE[expected['im_0'][5:]])
+
+
+def test_visualize_several_captioned_label_panels(tmp_path, run_tool):
+    names, d, expected = _make_dataset(str(tmp_path), n=1)
+    out, blank = str(tmp_path / 'pl'), tmp_path / 'blank'
+    make_pseudo_labels(d['cams'], out, names, 'threshold', bg_threshold=0.5, progress=False)
+    blank.mkdir()
+    save_label_png(str(blank / f'{names[0]}.png'), np.zeros_like(expected[names[0]]))
+    code, _, stderr = run_tool(
+        'analysis_tools/visualize', '--img-dir', d['img'], '--labels', f'threshold={out}',
+        f'all background={blank}', '--names', names[0], '--height', '48', '--out',
+        tmp_path / 'vis')
+    assert code == 0, stderr
+    grid = np.asarray(Image.open(tmp_path / 'vis' / f'{names[0]}.png').convert('RGB'))
+    # image + the two label panels in the order given, 48 x 64 each, 4-pixel gaps
+    assert grid.shape == (48, 3 * 64 + 2 * 4, 3)
+    first, second = grid[:, 68:132][::4, ::4], grid[:, 136:][::4, ::4]
+    np.testing.assert_array_equal(first[5:], VOC_PALETTE[expected[names[0]][5:]])
+    assert (second[5:] == VOC_PALETTE[0]).all()
 
 
 def test_job_refuses_labels_from_other_cams(tmp_path):

@@ -1,4 +1,4 @@
-"""One PNG per image: image | CAM heat map per present class | pseudo-label | ground truth.
+"""One PNG per image: image | CAM heat map per present class | pseudo-label(s) | ground truth.
 
 Example::
 
@@ -36,7 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                        'and --split NAME for ImageSets/Segmentation/NAME.txt')
     p.add_argument('--img-suffix', default='.jpg')
     p.add_argument('--cams', help='folder of <name>.npz CAMs')
-    p.add_argument('--labels', help='folder of pseudo-label PNGs')
+    p.add_argument('--labels', nargs='+', metavar='[CAPTION=]DIR',
+                   help='folder(s) of pseudo-label PNGs, one panel each in this order; '
+                        "'CAPTION=DIR' captions a panel (default caption 'pseudo-label')")
     p.add_argument('--gt', help='folder of ground-truth PNGs')
     names = p.add_mutually_exclusive_group(required=True)
     names.add_argument('--names', nargs='+')
@@ -68,12 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f'error: {e}', file=sys.stderr)
         return 2
     names = names[:args.max] if args.max else names
+    labels = [tuple(reversed(x.split('=', 1))) if '=' in x else (x, 'pseudo-label')
+              for x in args.labels or ()]
     os.makedirs(args.out, exist_ok=True)
     failed, rows = [], []
     names_kw = dict(class_names=tuple(args.classes)) if args.classes else {}
     for name in tqdm(names, desc='visualize', unit='img'):
         try:
-            grid = render_grid(name, args.img_dir, args.img_suffix, args.cams, args.labels,
+            grid = render_grid(name, args.img_dir, args.img_suffix, args.cams, labels,
                                args.gt, args.height, **names_kw)
         except (FileNotFoundError, ValueError, OSError) as e:
             failed.append(f'{name}: {e}')
