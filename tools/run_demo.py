@@ -2,7 +2,10 @@
 class-agnostic SAM on its train objects, train CAM / +SSC / S2C, report mIoU.
 
 Usage:
-    python tools/run_demo.py [--work-root work_dirs] [--data-root data/demo]
+    python tools/run_demo.py [--work-root work_dirs] [--data-root data/demo] [--jobs N]
+
+Rows train two at a time on a machine with 2 or more cores (one worker process each); the
+rows that use the demo SAM start once it is trained. Each row logs to <work_dir>/demo.log.
 """
 import argparse
 import os.path as osp
@@ -34,8 +37,10 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--work-root', default='work_dirs')
     parser.add_argument('--data-root', default='data/demo')
+    parser.add_argument('--jobs', type=int, default=None,
+                        help='rows trained at once (default: 2 on a machine with 2+ cores)')
     args = parser.parse_args(argv)
-    run_demo(DEMO_CONFIGS, work_root=args.work_root, data_root=args.data_root)
+    run_demo(DEMO_CONFIGS, work_root=args.work_root, data_root=args.data_root, jobs=args.jobs)
 
 
 if __name__ == '__main__':

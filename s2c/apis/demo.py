@@ -2,8 +2,14 @@
 CAM / SSC / S2C training -> mIoU report (CAMs and pseudo-labels)."""
 from __future__ import annotations
 
+import contextlib
+import os
 import os.path as osp
+import sys
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
 
 import numpy as np
 
@@ -15,6 +21,7 @@ from s2c.evaluation.folder_eval import evaluate_folder
 from s2c.sam.build import build_sam
 from s2c.utils import load_label_png
 from s2c.utils.manifest import read_manifest
+from s2c.utils.threads import THREADS_ENV, available_cores
 
 from .config import build_train_config
 from .demo_sam import load_instance_set, manifest_path, single_point_miou, train_demo_sam
@@ -134,58 +141,183 @@ def sam_pseudo_label_miou(cfg, checkpoint: str, split: str = 'val') -> float:
     return 100.0 * float(result.scores['miou'])
 
 
-def run_demo(configs: dict[str, str | dict], work_root: str = 'work_dirs',
-             data_root: str = DEMO_ROOT, demo_sam: str | None = DEMO_SAM) -> dict[str, float]:
-    """Train each demo config and print its CAM mIoU next to the baselines.
+@dataclass
+class DemoRow:
+    """What one demo row measured.
+
+    Attributes:
+        name: Display name.
+        val_miou: CAM mIoU (percent) on the val split, from the training run's validation
+            (single scale, background threshold searched).
+        train_miou: mIoU (percent) of the trained model's multi-scale + flip CAMs on the
+            train split (background threshold searched): the seed quality WSSS papers
+            report, over 4x more images than val.
+        minutes: Wall time of the row (training, CAMs, pseudo-labels).
+        sam_pl_miou: mIoU (percent) of its ``sam`` pseudo-labels on val, or None.
+        log: The row's log file.
+    """
+
+    name: str
+    val_miou: float
+    train_miou: float
+    minutes: float
+    sam_pl_miou: float | None
+    log: str
+
+
+@contextlib.contextmanager
+def _output_to(path: str):
+    """Send this process's stdout/stderr (file descriptors 1 and 2, so data-loader workers
+    and C++ warnings too) to ``path`` for the duration of the block."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, 'a') as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def row_work_dir(entry: dict, work_root: str) -> str:
+    """``<work_root>/<entry['work_dir'] or the config's file name without .py>``."""
+    return osp.join(work_root, entry.get('work_dir')
+                    or osp.splitext(osp.basename(entry['config']))[0])
+
+
+def run_demo_row(name: str, entry: dict, work_root: str, data_root: str) -> DemoRow:
+    """Train one demo row and measure it (runs in a worker process of :func:`run_demo`).
 
     Args:
-        configs: Display name -> config path, or ``dict(config=..., cfg_options=...,
-            work_dir=..., sam_pseudo_labels=False)`` for a variant of a config; trained in
-            order. With ``sam_pseudo_labels=True`` the row is followed by one for the
-            ``sam`` pseudo-labels of the trained model on the val split.
-        work_root: Parent of the work dirs (``<work_root>/<work_dir or config name>``).
-        data_root: Demo dataset root (generated if absent).
-        demo_sam: Where the demo SAM is trained (once) and reported, or None to skip it.
+        name: Display name.
+        entry: ``dict(config=..., cfg_options=..., work_dir=..., sam_pseudo_labels=False)``.
+        work_root: Parent of the work dirs.
+        data_root: Demo dataset root.
 
     Returns:
-        dict: Display name -> mIoU (percent) on the demo val split, plus the baselines and
-        the demo SAM's single-point mIoU (``demo_sam``, ``random_sam``).
+        DemoRow: The row's figures; its output went to ``<work_dir>/demo.log``.
     """
-    ensure_demo_data(data_root)
-    results, times, extra = {}, {}, {}
-    if demo_sam:
-        start = time.time()
-        extra = ensure_demo_sam(data_root, demo_sam)
-        times['demo SAM'] = time.time() - start
-    for name, entry in configs.items():
-        start = time.time()
-        entry = dict(config=entry) if isinstance(entry, str) else dict(entry)
-        config = entry['config']
-        work_dir = osp.join(work_root, entry.get('work_dir')
-                            or osp.splitext(osp.basename(config))[0])
-        print(f'[demo] training {name}: {config} -> {work_dir}')
+    start = time.time()
+    config = entry['config']
+    work_dir = row_work_dir(entry, work_root)
+    os.makedirs(work_dir, exist_ok=True)
+    log = osp.join(work_dir, 'demo.log')
+    with _output_to(log):
         cfg = build_train_config(config, work_dir=work_dir, data_root=data_root,
                                  cfg_options=entry.get('cfg_options'))
         with_sam = bool(entry.get('sam_pseudo_labels'))
         build_demo_caches(cfg, (None, 'val') if with_sam else (None, ))
         runner = train(cfg)
-        results[name] = float(runner.message_hub.get_scalar('val/cam/mIoU').current())
-        times[name] = time.time() - start
-        if with_sam:
-            start = time.time()
-            last = osp.join(work_dir, f'epoch_{cfg.train_cfg.max_epochs}.pth')
-            pl_name = '  -> its `sam` pseudo-labels (CAM peaks prompt SAM)'
-            results[pl_name] = sam_pseudo_label_miou(cfg, last)
-            times[pl_name] = time.time() - start
+        val_miou = float(runner.message_hub.get_scalar('val/cam/mIoU').current())
+        last = osp.join(work_dir, f'epoch_{cfg.train_cfg.max_epochs}.pth')
+        cams = run_cam_inference(cfg, last, split='train', progress=False)
+        train_miou = float(cams.evaluation['miou'])
+        sam_pl = sam_pseudo_label_miou(cfg, last) if with_sam else None
+    return DemoRow(name, val_miou, train_miou, (time.time() - start) / 60, sam_pl, log)
+
+
+def _demo_worker_init(threads: int) -> None:
+    os.environ.setdefault(THREADS_ENV, str(threads))
+
+
+def _row_kind(entry: dict, data_root: str) -> tuple[bool, bool]:
+    """``(needs the demo SAM, trains CPM)`` of a row, from its config."""
+    cfg = build_train_config(entry['config'], data_root=data_root,
+                             cfg_options=entry.get('cfg_options'))
+    return bool(cfg.get('demo_sam_checkpoint')), bool((cfg.get('model') or {}).get('cpm'))
+
+
+def run_demo(configs: dict[str, str | dict], work_root: str = 'work_dirs',
+             data_root: str = DEMO_ROOT, demo_sam: str | None = DEMO_SAM,
+             jobs: int | None = None, sam_settings: dict | None = None) -> dict[str, float]:
+    """Train each demo config and print its CAM mIoU next to the baselines.
+
+    The rows run in ``jobs`` worker processes at once, each with
+    ``cores // jobs`` torch threads (unless ``S2C_NUM_THREADS`` is set): on a 2-core
+    machine two single-thread trainings finish sooner than two two-thread ones in a row.
+    Rows whose config sets ``demo_sam_checkpoint`` wait for the demo SAM, which trains
+    first (once; reused afterwards), and start CPM rows (the longest) first; the others
+    start at once. Each row's output goes to
+    ``<work_dir>/demo.log``; the console gets one line when a row starts and when it ends.
+
+    Args:
+        configs: Display name -> config path, or ``dict(config=..., cfg_options=...,
+            work_dir=..., sam_pseudo_labels=False)`` for a variant of a config. With
+            ``sam_pseudo_labels=True`` the row is followed by one for the ``sam``
+            pseudo-labels of the trained model on the val split.
+        work_root: Parent of the work dirs (``<work_root>/<work_dir or config name>``).
+        data_root: Demo dataset root (generated if absent).
+        demo_sam: Where the demo SAM is trained (once) and reported, or None to skip it.
+        jobs: Rows trained at once (default: 2 when 2 or more cores are available, else 1).
+        sam_settings: The demo SAM's training settings (default :data:`DEMO_SAM_SETTINGS`).
+
+    Returns:
+        dict: Display name -> val mIoU (percent), ``<name> (train)`` -> train-split CAM
+        mIoU, the ``sam`` pseudo-label rows, the baselines and the demo SAM's single-point
+        mIoU (``demo_sam``, ``random_sam``).
+    """
+    start = time.time()
+    ensure_demo_data(data_root)
+    entries = {name: dict(config=e) if isinstance(e, str) else dict(e)
+               for name, e in configs.items()}
+    jobs = jobs or min(2, available_cores())
+    threads = max(1, available_cores() // jobs)
+    print(f'[demo] {len(entries)} rows, {jobs} at a time ({threads} torch thread(s) each); '
+          f'each row logs to <work_dir>/demo.log under {work_root}')
+    rows: dict[str, Future] = {}
+    extra: dict[str, float] = {}
+    with ProcessPoolExecutor(jobs, mp_context=get_context('spawn'),
+                             initializer=_demo_worker_init, initargs=(threads, )) as pool:
+
+        def submit(names: list[str]) -> None:
+            for name in names:
+                log = osp.join(row_work_dir(entries[name], work_root), 'demo.log')
+                print(f'[demo] queued: {name} (log: {log})', flush=True)
+                rows[name] = pool.submit(run_demo_row, name, entries[name], work_root,
+                                         data_root)
+                rows[name].add_done_callback(lambda f, n=name, log=log: print(
+                    f'[demo] finished: {n}' + (f' ({f.result().minutes:.1f} min)'
+                                               if f.exception() is None
+                                               else f' (FAILED: see {log})'), flush=True))
+
+        kinds = {n: _row_kind(e, data_root) for n, e in entries.items()}
+        # rows that need the demo SAM wait for it; among them the CPM rows (the longest) first
+        waiting = sorted((n for n in entries if demo_sam and kinds[n][0]),
+                         key=lambda n: not kinds[n][1])
+        sam_future = pool.submit(ensure_demo_sam, data_root, demo_sam, sam_settings) \
+            if waiting else None
+        submit([n for n in entries if n not in waiting])
+        if sam_future is not None:
+            extra = sam_future.result()
+            submit(waiting)
+        results_rows = {name: rows[name].result() for name in entries}
     baselines = demo_baselines(data_root)
-    print('\n[demo] mIoU on the demo val split (CAMs: background threshold searched):')
+    print(f'\n[demo] mIoU (%) of the CAMs (background threshold searched); '
+          f'{(time.time() - start) / 60:.1f} min in all:')
+    print(f'  {"":<58}{"val":>7}{"train":>8}   time')
     if extra:
-        print(f'  {"demo SAM: single-point masks vs val objects":<58}{extra["demo_sam"]:6.2f}'
-              f'   ({times["demo SAM"] / 60:.1f} min; random tiny SAM {extra["random_sam"]:.2f})')
-    for name, miou in results.items():
-        print(f'  {name:<58}{miou:6.2f}   ({times[name] / 60:.1f} min)')
-    print(f'  {"baseline: all background":<58}{baselines["all_background"]:6.2f}')
-    print(f'  {"baseline: labelled class everywhere":<58}{baselines["whole_image"]:6.2f}')
+        print(f'  {"demo SAM: single-point masks vs val objects":<58}{extra["demo_sam"]:7.2f}'
+              f'{"":>8}   (random tiny SAM {extra["random_sam"]:.2f})')
+    results: dict[str, float] = {}
+    for name, row in results_rows.items():
+        print(f'  {name:<58}{row.val_miou:7.2f}{row.train_miou:8.2f}   {row.minutes:.1f} min')
+        results[name] = row.val_miou
+        results[f'{name} (train)'] = row.train_miou
+        if row.sam_pl_miou is not None:
+            pl_name = '  -> its `sam` pseudo-labels (CAM peaks prompt SAM)'
+            print(f'  {pl_name:<58}{row.sam_pl_miou:7.2f}')
+            results[pl_name] = row.sam_pl_miou
+    print(f'  {"baseline: all background":<58}{baselines["all_background"]:7.2f}')
+    print(f'  {"baseline: labelled class everywhere":<58}{baselines["whole_image"]:7.2f}')
+    print('  (val: 60 images, single-scale CAMs of the last epoch; train: 240 images, '
+          'multi-scale + flip CAMs)')
     results.update({f'baseline_{k}': v for k, v in baselines.items()})
     results.update(extra)
     return results

@@ -1,0 +1,36 @@
+"""`make demo`'s runner: rows in worker processes, SAM-dependent rows after the demo SAM."""
+from __future__ import annotations
+
+import os.path as osp
+
+import pytest
+
+CAM_DEMO = 'configs/demo/cam_resnet38d-w0.125_1xb8-12e_demo-128x128.py'
+S2C_DEMO = 'configs/demo/s2c_resnet38d-w0.125_1xb8-12e_demo-128x128_demo-sam.py'
+ONE_EPOCH = {'train_cfg.max_epochs': 1, 'train_cfg.val_interval': 1,
+             'default_hooks.checkpoint.interval': 1, 'param_scheduler.0.end': 1}
+
+
+@pytest.mark.slow
+def test_run_demo_two_rows_at_once_and_sam_rows_wait(demo_root, tmp_path, capfd):
+    from s2c.apis.demo import run_demo
+    sam = str(tmp_path / 'demo_sam.pth')
+    rows = {
+        'cam': dict(config=CAM_DEMO, cfg_options=ONE_EPOCH, work_dir='cam'),
+        # the demo-SAM config without CPM: its SE maps come from the demo SAM, so it waits
+        'ssc': dict(config=S2C_DEMO, work_dir='ssc', cfg_options=dict(
+            ONE_EPOCH, **{'model.cpm': None, 'sam.checkpoint': sam})),
+    }
+    results = run_demo(rows, work_root=str(tmp_path / 'w'), data_root=demo_root,
+                       demo_sam=sam, jobs=2, sam_settings=dict(steps=2, batch_size=2, seed=0))
+    out = capfd.readouterr().out
+    assert '2 at a time' in out
+    # the SAM-free row is queued at once, the SAM row only after the demo SAM is trained
+    assert out.index('queued: cam') < out.index('demo SAM trained') < out.index('queued: ssc')
+    for name in ('cam', 'ssc'):
+        assert 0.0 <= results[name] <= 100.0 and 0.0 <= results[f'{name} (train)'] <= 100.0
+        log = osp.join(tmp_path, 'w', name, 'demo.log')
+        # the row's training output went to its log, not to the console
+        assert 'Epoch(train)' in open(log).read() and f'finished: {name}' in out
+    assert 'Epoch(train)' not in out
+    assert {'demo_sam', 'random_sam', 'baseline_all_background'} <= set(results)
