@@ -7,6 +7,7 @@ import os
 import os.path as osp
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -21,7 +22,7 @@ from s2c.evaluation.folder_eval import evaluate_folder
 from s2c.sam.build import build_sam
 from s2c.utils import load_label_png
 from s2c.utils.manifest import read_manifest
-from s2c.utils.threads import THREADS_ENV, available_cores
+from s2c.utils.threads import THREADS_ENV, available_cores, set_num_threads
 
 from .config import build_train_config
 from .demo_sam import load_instance_set, manifest_path, single_point_miou, train_demo_sam
@@ -166,7 +167,7 @@ class DemoRow:
 
 
 @contextlib.contextmanager
-def _output_to(path: str):
+def _output_to(path: str) -> Iterator[None]:
     """Send this process's stdout/stderr (file descriptors 1 and 2, so data-loader workers
     and C++ warnings too) to ``path`` for the duration of the block."""
     sys.stdout.flush()
@@ -224,7 +225,10 @@ def run_demo_row(name: str, entry: dict, work_root: str, data_root: str) -> Demo
 
 
 def _demo_worker_init(threads: int) -> None:
+    """Give a worker ``threads`` torch threads (``S2C_NUM_THREADS`` wins when set), for the
+    demo SAM's training as well as for the rows (:func:`~s2c.apis.train` reads the same)."""
     os.environ.setdefault(THREADS_ENV, str(threads))
+    set_num_threads()
 
 
 def _row_kind(entry: dict, data_root: str) -> tuple[bool, bool]:

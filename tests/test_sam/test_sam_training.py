@@ -99,6 +99,24 @@ def test_demo_sam_learns_from_train_objects_only(train_only_copy, tmp_path):
     assert 0.0 <= single_point_miou(sam, data) <= 100.0
 
 
+def test_demo_sam_training_is_deterministic_for_a_seed(train_only_copy, tmp_path):
+    # bit-identical for one seed at one intra-op thread (make demo's workers use 1 on 2
+    # cores); with several threads some CPU backward reductions are not ordered
+    data = load_instance_set(train_only_copy, 'train', progress=False)
+    kw = dict(steps=3, batch_size=2, progress=False, data=data)
+    states, threads = [], torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for run, seed in (('a', 0), ('b', 0), ('c', 1)):
+            train_demo_sam(train_only_copy, str(tmp_path / f'{run}.pth'), seed=seed, **kw)
+            states.append(torch.load(tmp_path / f'{run}.pth', map_location='cpu'))
+    finally:
+        torch.set_num_threads(threads)
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    assert not all(torch.equal(states[0][k], states[2][k]) for k in states[0])
+
+
 def test_low_res_targets_by_hand():
     from s2c.apis.demo_sam import to_low_res
     target = torch.zeros(1, 1, 8, 8)
