@@ -22,7 +22,7 @@ from s2c.evaluation.folder_eval import evaluate_folder
 from s2c.sam.build import build_sam
 from s2c.utils import load_label_png
 from s2c.utils.manifest import read_manifest
-from s2c.utils.threads import THREADS_ENV, available_cores, set_num_threads
+from s2c.utils.threads import THREADS_ENV, available_cores, default_num_threads, set_num_threads
 
 from .config import build_train_config
 from .demo_sam import load_instance_set, manifest_path, single_point_miou, train_demo_sam
@@ -155,7 +155,6 @@ class DemoRow:
             report, over 4x more images than val.
         minutes: Wall time of the row (training, CAMs, pseudo-labels).
         sam_pl_miou: mIoU (percent) of its ``sam`` pseudo-labels on val, or None.
-        log: The row's log file.
     """
 
     name: str
@@ -163,7 +162,6 @@ class DemoRow:
     train_miou: float
     minutes: float
     sam_pl_miou: float | None
-    log: str
 
 
 @contextlib.contextmanager
@@ -187,6 +185,10 @@ def _output_to(path: str) -> Iterator[None]:
             os.close(saved[1])
 
 
+#: File in a row's work dir that receives the row's output (:func:`run_demo_row`).
+ROW_LOG = 'demo.log'
+
+
 def row_work_dir(entry: dict, work_root: str) -> str:
     """``<work_root>/<entry['work_dir'] or the config's file name without .py>``."""
     return osp.join(work_root, entry.get('work_dir')
@@ -203,14 +205,13 @@ def run_demo_row(name: str, entry: dict, work_root: str, data_root: str) -> Demo
         data_root: Demo dataset root.
 
     Returns:
-        DemoRow: The row's figures; its output went to ``<work_dir>/demo.log``.
+        DemoRow: The row's figures; its output went to ``<work_dir>/``:data:`ROW_LOG`.
     """
     start = time.time()
     config = entry['config']
     work_dir = row_work_dir(entry, work_root)
     os.makedirs(work_dir, exist_ok=True)
-    log = osp.join(work_dir, 'demo.log')
-    with _output_to(log):
+    with _output_to(osp.join(work_dir, ROW_LOG)):
         cfg = build_train_config(config, work_dir=work_dir, data_root=data_root,
                                  cfg_options=entry.get('cfg_options'))
         with_sam = bool(entry.get('sam_pseudo_labels'))
@@ -221,7 +222,7 @@ def run_demo_row(name: str, entry: dict, work_root: str, data_root: str) -> Demo
         cams = run_cam_inference(cfg, last, split='train', progress=False)
         train_miou = float(cams.evaluation['miou'])
         sam_pl = sam_pseudo_label_miou(cfg, last) if with_sam else None
-    return DemoRow(name, val_miou, train_miou, (time.time() - start) / 60, sam_pl, log)
+    return DemoRow(name, val_miou, train_miou, (time.time() - start) / 60, sam_pl)
 
 
 def _demo_worker_init(threads: int) -> None:
@@ -272,9 +273,9 @@ def run_demo(configs: dict[str, str | dict], work_root: str = 'work_dirs',
     entries = {name: dict(config=e) if isinstance(e, str) else dict(e)
                for name, e in configs.items()}
     jobs = jobs or min(2, available_cores())
-    threads = max(1, available_cores() // jobs)
+    threads = default_num_threads(processes=jobs)
     print(f'[demo] {len(entries)} rows, {jobs} at a time ({threads} torch thread(s) each); '
-          f'each row logs to <work_dir>/demo.log under {work_root}')
+          f'each row logs to <work_dir>/{ROW_LOG} under {work_root}')
     rows: dict[str, Future] = {}
     extra: dict[str, float] = {}
     with ProcessPoolExecutor(jobs, mp_context=get_context('spawn'),
@@ -282,7 +283,7 @@ def run_demo(configs: dict[str, str | dict], work_root: str = 'work_dirs',
 
         def submit(names: list[str]) -> None:
             for name in names:
-                log = osp.join(row_work_dir(entries[name], work_root), 'demo.log')
+                log = osp.join(row_work_dir(entries[name], work_root), ROW_LOG)
                 print(f'[demo] queued: {name} (log: {log})', flush=True)
                 rows[name] = pool.submit(run_demo_row, name, entries[name], work_root,
                                          data_root)
@@ -320,8 +321,8 @@ def run_demo(configs: dict[str, str | dict], work_root: str = 'work_dirs',
             results[pl_name] = row.sam_pl_miou
     print(f'  {"baseline: all background":<58}{baselines["all_background"]:7.2f}')
     print(f'  {"baseline: labelled class everywhere":<58}{baselines["whole_image"]:7.2f}')
-    print('  (val: 60 images, single-scale CAMs of the last epoch; train: 240 images, '
-          'multi-scale + flip CAMs)')
+    print('  (val: single-scale CAMs of the last epoch, as in training; train: multi-scale + '
+          'flip CAMs)')
     results.update({f'baseline_{k}': v for k, v in baselines.items()})
     results.update(extra)
     return results
