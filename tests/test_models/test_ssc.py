@@ -97,6 +97,8 @@ def test_official_numbering_before_the_crop():
     assert out[0].tolist() == [0, 1, 3, 0, 1, 2]
     assert RenumberSegmentsBeforeCrop()(dict(se_map=wide))['se_map'][0].tolist() == \
         [0, 1, 2, 3, 4, 5]
+    # no SE map (a CAM baseline made from an S2C config): nothing to number, nothing added
+    assert RenumberSegmentsBeforeCrop()(dict(name='a')) == dict(name='a')
 
 
 def test_official_mode_with_gaps_single_segments_and_its_pipeline_check():
@@ -159,3 +161,27 @@ def test_segment_prototypes_vectorised():
     assert counts.tolist() == [[1, 2, 1]]
     torch.testing.assert_close(protos[0, 1], torch.tensor([1.5, 5.5]))
     torch.testing.assert_close(protos[0, 0], torch.tensor([0.0, 4.0]))
+
+
+def test_gradient_equals_normalise_then_dot_with_upsampling():
+    """The loss divides the logits by |f_p| instead of normalising the features first;
+    value and gradient equal the direct form (upsample, F.normalize, dot products)."""
+    torch.manual_seed(3)
+    feat = torch.randn(2, 5, 3, 3, requires_grad=True)
+    se = torch.randint(0, 4, (2, 12, 12))
+    loss = SSCLoss(temperature=1.5)(feat, se)
+    (grad, ) = torch.autograd.grad(loss, feat)
+
+    up = F.normalize(F.interpolate(feat, size=(12, 12), mode='bilinear', align_corners=False),
+                     dim=1)
+    protos, counts = segment_prototypes(up.detach(), se)
+    protos = F.normalize(protos, dim=2)
+    logits = torch.einsum('bdhw,bkd->bkhw', up, protos) * 1.5
+    allowed = counts > 0
+    allowed[:, 0] = False
+    logits = logits.masked_fill(~allowed.view(2, -1, 1, 1), float('-inf'))
+    direct = F.cross_entropy(logits, se.masked_fill(se == 0, -100), ignore_index=-100)
+    (direct_grad, ) = torch.autograd.grad(direct, feat)
+    assert loss.item() == pytest.approx(direct.item(), abs=1e-6)
+    torch.testing.assert_close(grad, direct_grad, rtol=1e-4, atol=1e-7)
+    assert grad.abs().max() > 1e-3

@@ -22,8 +22,10 @@ class RenumberSegmentsBeforeCrop:
     ``RandomHorizontalFlip`` and ``RandomCrop``; :class:`PackClsInputs` then keeps
     the ids as they are (``data_samples['se_ids'] == 'image'``).
 
-    Required keys: ``se_map`` ``(H, W)`` integer. Modified: ``se_map`` (int64),
-    added: ``se_ids = 'image'``.
+    Keys: ``se_map`` ``(H, W)`` integer, optional: without it (a config whose
+    dataset has no ``se_map_dir``, e.g. the CAM baseline made from an S2C config by
+    removing ``model.ssc``) it does nothing, as :class:`LoadSEMap`. Modified:
+    ``se_map`` (int64), added: ``se_ids = 'image'``.
 
     Args:
         uint8_ids: Also reproduce the official ``(se + 1).astype(np.uint8)``
@@ -38,6 +40,8 @@ class RenumberSegmentsBeforeCrop:
         self.uint8_ids = bool(uint8_ids)
 
     def __call__(self, results: dict) -> dict:
+        if 'se_map' not in results:
+            return results
         se = results['se_map']
         if self.uint8_ids:
             se = se % 256

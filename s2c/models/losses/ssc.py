@@ -115,8 +115,12 @@ class SSCLoss(nn.Module):
         se = se.to(feat.device)
         size = tuple(crop_size) if crop_size is not None else tuple(se.shape[-2:])
         feat = F.interpolate(feat, size=size, mode='bilinear', align_corners=False)
-        feat = F.normalize(feat, dim=1)
-        protos, counts = segment_prototypes(feat.detach(), se)
+        # <normalize(f_p), proto_k> = <f_p, proto_k> / |f_p|: dividing the (B, K, H, W)
+        # logits instead of the (B, D, H, W) features is the same function with a cheaper
+        # backward (F.normalize's eps 1e-12)
+        inv_norm = 1.0 / torch.linalg.vector_norm(feat, dim=1, keepdim=True).clamp_min(1e-12)
+        with torch.no_grad():
+            protos, counts = segment_prototypes(feat * inv_norm, se)
         protos = F.normalize(protos, dim=2)
         b, slots = counts.shape
         present = counts > 0
@@ -127,7 +131,8 @@ class SSCLoss(nn.Module):
         target[~keep_image] = 0
         if not bool((target > 0).any()):
             return feat.sum() * 0.0
-        logits = torch.einsum('bdhw,bkd->bkhw', feat, protos) * self.temperature
+        logits = torch.bmm(protos, feat.flatten(2)).view(b, slots, *size)
+        logits = logits * (inv_norm * self.temperature)
         if self.negatives == 'segments':
             allowed = present.clone()
             allowed[:, 0] = False
