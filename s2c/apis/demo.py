@@ -95,7 +95,8 @@ def demo_baselines(data_root: str = DEMO_ROOT, split: str = 'val') -> dict[str, 
     return trivial_baselines(pairs, num_classes)
 
 
-def build_demo_caches(cfg, embedding_splits: tuple[str | None, ...] = (None, )) -> None:
+def build_demo_caches(cfg, embedding_splits: tuple[str | None, ...] = (None, ),
+                      shard: tuple[int, int] | None = None) -> None:
     """Build (or complete) the SE-map and embedding caches a training config reads.
 
     Both jobs are resumable: existing entries are skipped, so a second
@@ -105,19 +106,22 @@ def build_demo_caches(cfg, embedding_splits: tuple[str | None, ...] = (None, )) 
         cfg: Training config.
         embedding_splits: Splits whose embeddings are cached (``None``: the training
             split; add ``'val'`` for the ``sam`` pseudo-labels of the val images).
+        shard: ``(I, N)``: only the images ``k`` with ``k % N == I`` (N processes
+            building the caches together; see :class:`~s2c.caches.runner.JobOptions`).
     """
     se_dir, emb_dir = se_map_dir(cfg), embedding_dir(cfg)
+    of = f' (shard {shard[0] + 1}/{shard[1]})' if shard else ''
     if se_dir or emb_dir:
         what = [f'SE maps ({cfg.se_maps.provider.type}) -> {se_dir}'] if se_dir else []
         what += [f'SAM embeddings ({cfg.sam.model_type}) -> {emb_dir}'] if emb_dir else []
-        print('[demo] ' + '; '.join(what))
-        summary = run_sam_cache_jobs(cfg)  # one SAM encoder pass per image for both
+        print('[demo] ' + '; '.join(what) + of)
+        summary = run_sam_cache_jobs(cfg, shard=shard)  # one SAM encoder pass per image
         if not summary.ok:
             raise RuntimeError('SAM caches incomplete:\n' + summary.format())
     for split in embedding_splits:
         if emb_dir and split is not None:
-            print(f'[demo] SAM embeddings ({cfg.sam.model_type}, {split}) -> {emb_dir}')
-            summary = run_embedding_job(cfg, split=split)
+            print(f'[demo] SAM embeddings ({cfg.sam.model_type}, {split}) -> {emb_dir}{of}')
+            summary = run_embedding_job(cfg, split=split, shard=shard)
             if not summary.ok:
                 raise RuntimeError('embedding cache incomplete:\n' + summary.format())
 
@@ -195,6 +199,45 @@ def row_work_dir(entry: dict, work_root: str) -> str:
                     or osp.splitext(osp.basename(entry['config']))[0])
 
 
+def _row_config(entry: dict, work_root: str, data_root: str):
+    """``(work_dir, config, embedding splits)`` of a demo row."""
+    work_dir = row_work_dir(entry, work_root)
+    cfg = build_train_config(entry['config'], work_dir=work_dir, data_root=data_root,
+                             cfg_options=entry.get('cfg_options'))
+    return work_dir, cfg, (None, 'val') if entry.get('sam_pseudo_labels') else (None, )
+
+
+def build_row_caches(entry: dict, work_root: str, data_root: str,
+                     shard: tuple[int, int] | None = None) -> None:
+    """:func:`build_demo_caches` of a demo row's config (a worker task of :func:`run_demo`;
+    output to the row's log)."""
+    work_dir, cfg, splits = _row_config(entry, work_root, data_root)
+    os.makedirs(work_dir, exist_ok=True)
+    with _output_to(osp.join(work_dir, ROW_LOG)):
+        build_demo_caches(cfg, splits, shard)
+
+
+#: Tasks of :func:`run_demo` (demo SAM, cache shards, rows) queued or running, shared with
+#: its worker processes (None elsewhere), and whether ``S2C_NUM_THREADS`` fixed the threads.
+_ROWS_PENDING = None
+_FIXED_THREADS = False
+
+
+def _add(value, delta: int) -> None:
+    """``value.value += delta`` under its lock (a ``multiprocessing.Value``)."""
+    with value.get_lock():
+        value.value += delta
+
+
+def _inference_threads() -> None:
+    """Before a row's CAM inference in a :func:`run_demo` worker: the cores shared by the
+    tasks still queued or running (the last row measures with every core). Only inference,
+    so each training keeps the thread count it started with (its result is reproducible)."""
+    if _ROWS_PENDING is not None and not _FIXED_THREADS:
+        threads = set_num_threads(max(1, available_cores() // max(1, _ROWS_PENDING.value)))
+        print(f'[demo] CAM inference with {threads} torch thread(s)', flush=True)
+
+
 def run_demo_row(name: str, entry: dict, work_root: str, data_root: str) -> DemoRow:
     """Train one demo row and measure it (runs in a worker process of :func:`run_demo`).
 
@@ -208,34 +251,34 @@ def run_demo_row(name: str, entry: dict, work_root: str, data_root: str) -> Demo
         DemoRow: The row's figures; its output went to ``<work_dir>/``:data:`ROW_LOG`.
     """
     start = time.time()
-    config = entry['config']
-    work_dir = row_work_dir(entry, work_root)
+    work_dir, cfg, splits = _row_config(entry, work_root, data_root)
     os.makedirs(work_dir, exist_ok=True)
     with _output_to(osp.join(work_dir, ROW_LOG)):
-        cfg = build_train_config(config, work_dir=work_dir, data_root=data_root,
-                                 cfg_options=entry.get('cfg_options'))
-        with_sam = bool(entry.get('sam_pseudo_labels'))
-        build_demo_caches(cfg, (None, 'val') if with_sam else (None, ))
+        build_demo_caches(cfg, splits)  # nothing to do when run_demo built them
         runner = train(cfg)
         val_miou = float(runner.message_hub.get_scalar('val/cam/mIoU').current())
         last = osp.join(work_dir, f'epoch_{cfg.train_cfg.max_epochs}.pth')
+        _inference_threads()
         cams = run_cam_inference(cfg, last, split='train', progress=False)
         train_miou = float(cams.evaluation['miou'])
-        sam_pl = sam_pseudo_label_miou(cfg, last) if with_sam else None
+        _inference_threads()
+        sam_pl = sam_pseudo_label_miou(cfg, last) if 'val' in splits else None
     return DemoRow(name, val_miou, train_miou, (time.time() - start) / 60, sam_pl)
 
 
-def _demo_worker_init(threads: int) -> None:
+def _demo_worker_init(threads: int, rows_pending, fixed_threads: bool) -> None:
     """Give a worker ``threads`` torch threads (``S2C_NUM_THREADS`` wins when set), for the
-    demo SAM's training as well as for the rows (:func:`~s2c.apis.train` reads the same)."""
+    demo SAM's training as well as for the rows (:func:`~s2c.apis.train` reads the same),
+    and the shared count of pending rows (:func:`_inference_threads`)."""
+    global _ROWS_PENDING, _FIXED_THREADS
+    _ROWS_PENDING, _FIXED_THREADS = rows_pending, fixed_threads
     os.environ.setdefault(THREADS_ENV, str(threads))
     set_num_threads()
 
 
 def _row_kind(entry: dict, data_root: str) -> tuple[bool, bool]:
     """``(needs the demo SAM, trains CPM)`` of a row, from its config."""
-    cfg = build_train_config(entry['config'], data_root=data_root,
-                             cfg_options=entry.get('cfg_options'))
+    cfg = _row_config(entry, '', data_root)[1]
     return bool(cfg.get('demo_sam_checkpoint')), bool((cfg.get('model') or {}).get('cpm'))
 
 
@@ -248,8 +291,10 @@ def run_demo(configs: dict[str, str | dict], work_root: str = 'work_dirs',
     ``cores // jobs`` torch threads (unless ``S2C_NUM_THREADS`` is set): on a 2-core
     machine two single-thread trainings finish sooner than two two-thread ones in a row.
     Rows whose config sets ``demo_sam_checkpoint`` wait for the demo SAM, which trains
-    first (once; reused afterwards), and start CPM rows (the longest) first; the others
-    start at once. Each row's output goes to
+    first (once; reused afterwards); then all workers build their SAM caches (SE maps,
+    embeddings) together, sharded, and the CPM rows (the longest) start first. The others
+    start at once. A row's CAM inference after its training uses the cores of the rows
+    no longer pending (the last row measures with all of them). Each row's output goes to
     ``<work_dir>/demo.log``; the console gets one line when a row starts and when it ends.
 
     Args:
@@ -278,15 +323,23 @@ def run_demo(configs: dict[str, str | dict], work_root: str = 'work_dirs',
           f'each row logs to <work_dir>/{ROW_LOG} under {work_root}')
     rows: dict[str, Future] = {}
     extra: dict[str, float] = {}
-    with ProcessPoolExecutor(jobs, mp_context=get_context('spawn'),
-                             initializer=_demo_worker_init, initargs=(threads, )) as pool:
+    context = get_context('spawn')
+    pending = context.Value('i', 0)
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_demo_worker_init,
+                             initargs=(threads, pending, THREADS_ENV in os.environ)) as pool:
+
+        def task(fn, *args) -> Future:
+            """Submit ``fn(*args)``, counted in ``pending`` until it ends."""
+            _add(pending, 1)
+            future = pool.submit(fn, *args)
+            future.add_done_callback(lambda _: _add(pending, -1))
+            return future
 
         def submit(names: list[str]) -> None:
             for name in names:
                 log = osp.join(row_work_dir(entries[name], work_root), ROW_LOG)
                 print(f'[demo] queued: {name} (log: {log})', flush=True)
-                rows[name] = pool.submit(run_demo_row, name, entries[name], work_root,
-                                         data_root)
+                rows[name] = task(run_demo_row, name, entries[name], work_root, data_root)
                 rows[name].add_done_callback(lambda f, n=name, log=log: print(
                     f'[demo] finished: {n}' + (f' ({f.result().minutes:.1f} min)'
                                                if f.exception() is None
@@ -296,11 +349,20 @@ def run_demo(configs: dict[str, str | dict], work_root: str = 'work_dirs',
         # rows that need the demo SAM wait for it; among them the CPM rows (the longest) first
         waiting = sorted((n for n in entries if demo_sam and kinds[n][0]),
                          key=lambda n: not kinds[n][1])
-        sam_future = pool.submit(ensure_demo_sam, data_root, demo_sam, sam_settings) \
+        sam_future = task(ensure_demo_sam, data_root, demo_sam, sam_settings) \
             if waiting else None
         submit([n for n in entries if n not in waiting])
         if sam_future is not None:
             extra = sam_future.result()
+            # the demo SAM's caches, built by the workers together in 2 shards per worker
+            # (a worker still training a row joins when it is free); each row then finds
+            # them complete, and a second row with the same caches costs only the check
+            shards = 2 * jobs
+            for name in waiting:
+                print(f'[demo] SAM caches of: {name} ({shards} shards)', flush=True)
+                for shard in [task(build_row_caches, entries[name], work_root, data_root,
+                                   (i, shards)) for i in range(shards)]:
+                    shard.result()
             submit(waiting)
         results_rows = {name: rows[name].result() for name in entries}
     baselines = demo_baselines(data_root)

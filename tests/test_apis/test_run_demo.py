@@ -26,7 +26,11 @@ def test_run_demo_two_rows_at_once_and_sam_rows_wait(demo_root, tmp_path, capfd)
     out = capfd.readouterr().out
     assert '2 at a time' in out
     # the SAM-free row is queued at once, the SAM row only after the demo SAM is trained
-    assert out.index('queued: cam') < out.index('demo SAM trained') < out.index('queued: ssc')
+    # and both workers have built its caches
+    assert out.index('queued: cam') < out.index('demo SAM trained') < \
+        out.index('SAM caches of: ssc (4 shards)') < out.index('queued: ssc')
+    ssc_log = open(osp.join(tmp_path, 'w', 'ssc', 'demo.log')).read()
+    assert all(f'(shard {i}/4)' in ssc_log for i in range(1, 5))
     for name in ('cam', 'ssc'):
         assert 0.0 <= results[name] <= 100.0 and 0.0 <= results[f'{name} (train)'] <= 100.0
         log = osp.join(tmp_path, 'w', name, 'demo.log')
@@ -34,3 +38,34 @@ def test_run_demo_two_rows_at_once_and_sam_rows_wait(demo_root, tmp_path, capfd)
         assert 'Epoch(train)' in open(log).read() and f'finished: {name}' in out
     assert 'Epoch(train)' not in out
     assert {'demo_sam', 'random_sam', 'baseline_all_background'} <= set(results)
+
+
+def test_inference_threads_follow_the_pending_rows(monkeypatch):
+    """A row's CAM inference takes the cores of the rows no longer pending; a thread count
+    fixed by S2C_NUM_THREADS (or outside run_demo's workers) is left alone."""
+    import multiprocessing
+
+    import torch
+
+    from s2c.apis import demo
+    monkeypatch.setattr(demo, 'available_cores', lambda: 4)
+    before = torch.get_num_threads()
+    try:
+        pending = multiprocessing.get_context('spawn').Value('i', 2)
+        monkeypatch.setattr(demo, '_ROWS_PENDING', pending)
+        monkeypatch.setattr(demo, '_FIXED_THREADS', False)
+        demo._inference_threads()
+        assert torch.get_num_threads() == 2
+        pending.value = 1  # the last row: all four cores
+        demo._inference_threads()
+        assert torch.get_num_threads() == 4
+        monkeypatch.setattr(demo, '_FIXED_THREADS', True)
+        torch.set_num_threads(1)
+        demo._inference_threads()
+        assert torch.get_num_threads() == 1
+        monkeypatch.setattr(demo, '_ROWS_PENDING', None)
+        monkeypatch.setattr(demo, '_FIXED_THREADS', False)
+        demo._inference_threads()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
