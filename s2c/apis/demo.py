@@ -238,7 +238,8 @@ def _inference_threads() -> None:
         print(f'[demo] CAM inference with {threads} torch thread(s)', flush=True)
 
 
-def run_demo_row(name: str, entry: dict, work_root: str, data_root: str) -> DemoRow:
+def run_demo_row(name: str, entry: dict, work_root: str, data_root: str,
+                 build_caches: bool = True) -> DemoRow:
     """Train one demo row and measure it (runs in a worker process of :func:`run_demo`).
 
     Args:
@@ -246,6 +247,9 @@ def run_demo_row(name: str, entry: dict, work_root: str, data_root: str) -> Demo
         entry: ``dict(config=..., cfg_options=..., work_dir=..., sam_pseudo_labels=False)``.
         work_root: Parent of the work dirs.
         data_root: Demo dataset root.
+        build_caches: Build (complete) the row's SAM caches first; False when they were
+            built before (:func:`run_demo` builds the demo SAM's caches in shards; two rows
+            checking one cache at once would collide on its writer lock).
 
     Returns:
         DemoRow: The row's figures; its output went to ``<work_dir>/``:data:`ROW_LOG`.
@@ -254,7 +258,8 @@ def run_demo_row(name: str, entry: dict, work_root: str, data_root: str) -> Demo
     work_dir, cfg, splits = _row_config(entry, work_root, data_root)
     os.makedirs(work_dir, exist_ok=True)
     with _output_to(osp.join(work_dir, ROW_LOG)):
-        build_demo_caches(cfg, splits)  # nothing to do when run_demo built them
+        if build_caches:
+            build_demo_caches(cfg, splits)
         runner = train(cfg)
         val_miou = float(runner.message_hub.get_scalar('val/cam/mIoU').current())
         last = osp.join(work_dir, f'epoch_{cfg.train_cfg.max_epochs}.pth')
@@ -335,11 +340,12 @@ def run_demo(configs: dict[str, str | dict], work_root: str = 'work_dirs',
             future.add_done_callback(lambda _: _add(pending, -1))
             return future
 
-        def submit(names: list[str]) -> None:
+        def submit(names: list[str], build_caches: bool = True) -> None:
             for name in names:
                 log = osp.join(row_work_dir(entries[name], work_root), ROW_LOG)
                 print(f'[demo] queued: {name} (log: {log})', flush=True)
-                rows[name] = task(run_demo_row, name, entries[name], work_root, data_root)
+                rows[name] = task(run_demo_row, name, entries[name], work_root, data_root,
+                                  build_caches)
                 rows[name].add_done_callback(lambda f, n=name, log=log: print(
                     f'[demo] finished: {n}' + (f' ({f.result().minutes:.1f} min)'
                                                if f.exception() is None
@@ -355,15 +361,14 @@ def run_demo(configs: dict[str, str | dict], work_root: str = 'work_dirs',
         if sam_future is not None:
             extra = sam_future.result()
             # the demo SAM's caches, built by the workers together in 2 shards per worker
-            # (a worker still training a row joins when it is free); each row then finds
-            # them complete, and a second row with the same caches costs only the check
+            # (a worker still training a row joins when it is free), before those rows
             shards = 2 * jobs
             for name in waiting:
                 print(f'[demo] SAM caches of: {name} ({shards} shards)', flush=True)
                 for shard in [task(build_row_caches, entries[name], work_root, data_root,
                                    (i, shards)) for i in range(shards)]:
                     shard.result()
-            submit(waiting)
+            submit(waiting, build_caches=False)
         results_rows = {name: rows[name].result() for name in entries}
     baselines = demo_baselines(data_root)
     print(f'\n[demo] mIoU (%) of the CAMs (background threshold searched); '

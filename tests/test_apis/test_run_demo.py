@@ -20,6 +20,10 @@ def test_run_demo_two_rows_at_once_and_sam_rows_wait(demo_root, tmp_path, capfd)
         # the demo-SAM config without CPM: its SE maps come from the demo SAM, so it waits
         'ssc': dict(config=S2C_DEMO, work_dir='ssc', cfg_options=dict(
             ONE_EPOCH, **{'model.cpm': None, 'sam.checkpoint': sam})),
+        # a second row with the same caches: the two rows start together and must not
+        # both take the cache's writer lock
+        'ssc_b': dict(config=S2C_DEMO, work_dir='ssc_b', cfg_options=dict(
+            ONE_EPOCH, **{'model.cpm': None, 'sam.checkpoint': sam})),
     }
     results = run_demo(rows, work_root=str(tmp_path / 'w'), data_root=demo_root,
                        demo_sam=sam, jobs=2, sam_settings=dict(steps=2, batch_size=2, seed=0))
@@ -31,7 +35,12 @@ def test_run_demo_two_rows_at_once_and_sam_rows_wait(demo_root, tmp_path, capfd)
         out.index('SAM caches of: ssc (4 shards)') < out.index('queued: ssc')
     ssc_log = open(osp.join(tmp_path, 'w', 'ssc', 'demo.log')).read()
     assert all(f'(shard {i}/4)' in ssc_log for i in range(1, 5))
-    for name in ('cam', 'ssc'):
+    # ...and the rows do not check them again (two rows starting together would collide
+    # on the cache's writer lock)
+    for name in ('ssc', 'ssc_b'):
+        log = open(osp.join(tmp_path, 'w', name, 'demo.log')).read().splitlines()
+        assert all('(shard' in line for line in log if line.startswith('[demo] SE maps'))
+    for name in ('cam', 'ssc', 'ssc_b'):
         assert 0.0 <= results[name] <= 100.0 and 0.0 <= results[f'{name} (train)'] <= 100.0
         log = osp.join(tmp_path, 'w', name, 'demo.log')
         # the row's training output went to its log, not to the console
