@@ -22,7 +22,7 @@ from s2c.evaluation.folder_eval import evaluate_folder
 from s2c.sam.build import build_sam
 from s2c.utils import load_label_png
 from s2c.utils.manifest import read_manifest
-from s2c.utils.threads import THREADS_ENV, available_cores, default_num_threads, set_num_threads
+from s2c.utils.threads import THREADS_ENV, available_cores, resolve_num_threads, set_num_threads
 
 from .config import build_train_config
 from .demo_sam import load_instance_set, manifest_path, single_point_miou, train_demo_sam
@@ -323,7 +323,7 @@ def run_demo(configs: dict[str, str | dict], work_root: str = 'work_dirs',
     entries = {name: dict(config=e) if isinstance(e, str) else dict(e)
                for name, e in configs.items()}
     jobs = jobs or min(2, available_cores())
-    threads = default_num_threads(processes=jobs)
+    threads = resolve_num_threads(processes=jobs)  # S2C_NUM_THREADS when set
     print(f'[demo] {len(entries)} rows, {jobs} at a time ({threads} torch thread(s) each); '
           f'each row logs to <work_dir>/{ROW_LOG} under {work_root}')
     rows: dict[str, Future] = {}

@@ -46,6 +46,35 @@ def default_num_threads(num_workers: int = 0, processes: int | None = None) -> i
     return max(1, available_cores() // max(1, processes) - max(0, int(num_workers)))
 
 
+def resolve_num_threads(num_threads: int | None = None, num_workers: int = 0,
+                        processes: int | None = None) -> int:
+    """The thread count :func:`set_num_threads` would set (see the module docstring).
+
+    Args:
+        num_threads: Explicit count (config / command line), or None.
+        num_workers: Data-loader workers of this process (only for the default).
+        processes: Processes sharing the node (only for the default; see
+            :func:`default_num_threads`).
+
+    Returns:
+        int: The count, >= 1.
+
+    Raises:
+        ValueError: A count below 1, or ``S2C_NUM_THREADS`` that is not a positive integer.
+    """
+    if num_threads is None and os.environ.get(THREADS_ENV):
+        value = os.environ[THREADS_ENV]
+        if not value.strip().isdigit():
+            raise ValueError(f'{THREADS_ENV}={value!r} is not a positive integer; unset it or '
+                             'give a thread count such as 4')
+        num_threads = int(value)
+    if num_threads is None:
+        num_threads = default_num_threads(num_workers, processes)
+    if int(num_threads) < 1:
+        raise ValueError(f'the torch thread count must be >= 1, got {num_threads}')
+    return int(num_threads)
+
+
 def set_num_threads(num_threads: int | None = None, num_workers: int = 0) -> int:
     """Set torch's intra-op thread count (see the module docstring for the order).
 
@@ -59,19 +88,11 @@ def set_num_threads(num_threads: int | None = None, num_workers: int = 0) -> int
     Raises:
         ValueError: A count below 1, or ``S2C_NUM_THREADS`` that is not a positive integer.
     """
-    if num_threads is None and os.environ.get(THREADS_ENV):
-        value = os.environ[THREADS_ENV]
-        if not value.strip().isdigit():
-            raise ValueError(f'{THREADS_ENV}={value!r} is not a positive integer; unset it or '
-                             'give a thread count such as 4')
-        num_threads = int(value)
-    if num_threads is None:
-        num_threads = default_num_threads(num_workers)
-    if int(num_threads) < 1:
-        raise ValueError(f'the torch thread count must be >= 1, got {num_threads}')
-    if torch.get_num_threads() != int(num_threads):
-        torch.set_num_threads(int(num_threads))
-    return int(num_threads)
+    num_threads = resolve_num_threads(num_threads, num_workers)
+    if torch.get_num_threads() != num_threads:
+        torch.set_num_threads(num_threads)
+    return num_threads
 
 
-__all__ = ['THREADS_ENV', 'available_cores', 'default_num_threads', 'set_num_threads']
+__all__ = ['THREADS_ENV', 'available_cores', 'default_num_threads', 'resolve_num_threads',
+           'set_num_threads']

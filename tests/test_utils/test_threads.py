@@ -44,3 +44,15 @@ def test_bad_values_are_clear_errors(monkeypatch, restore_threads, bad):
     monkeypatch.setenv(THREADS_ENV, bad)
     with pytest.raises(ValueError, match=THREADS_ENV if bad != '0' else '>= 1'):
         set_num_threads()
+
+
+def test_resolve_without_setting(monkeypatch, restore_threads):
+    from s2c.utils.threads import resolve_num_threads
+    monkeypatch.setattr(threads, 'available_cores', lambda: 4)
+    monkeypatch.delenv('LOCAL_WORLD_SIZE', raising=False)
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    torch.set_num_threads(1)
+    assert resolve_num_threads(processes=2) == 2 and resolve_num_threads() == 4
+    monkeypatch.setenv(THREADS_ENV, '3')
+    assert resolve_num_threads(processes=2) == 3 and resolve_num_threads(1) == 1
+    assert torch.get_num_threads() == 1  # nothing was set
