@@ -219,7 +219,7 @@ def build_row_caches(entry: dict, work_root: str, data_root: str,
 
 #: Tasks of :func:`run_demo` (demo SAM, cache shards, rows) queued or running, shared with
 #: its worker processes (None elsewhere), and whether ``S2C_NUM_THREADS`` fixed the threads.
-_ROWS_PENDING = None
+_TASKS_PENDING = None
 _FIXED_THREADS = False
 
 
@@ -233,8 +233,8 @@ def _inference_threads() -> None:
     """Before a row's CAM inference in a :func:`run_demo` worker: the cores shared by the
     tasks still queued or running (the last row measures with every core). Only inference,
     so each training keeps the thread count it started with (its result is reproducible)."""
-    if _ROWS_PENDING is not None and not _FIXED_THREADS:
-        threads = set_num_threads(max(1, available_cores() // max(1, _ROWS_PENDING.value)))
+    if _TASKS_PENDING is not None and not _FIXED_THREADS:
+        threads = set_num_threads(max(1, available_cores() // max(1, _TASKS_PENDING.value)))
         print(f'[demo] CAM inference with {threads} torch thread(s)', flush=True)
 
 
@@ -271,12 +271,12 @@ def run_demo_row(name: str, entry: dict, work_root: str, data_root: str,
     return DemoRow(name, val_miou, train_miou, (time.time() - start) / 60, sam_pl)
 
 
-def _demo_worker_init(threads: int, rows_pending, fixed_threads: bool) -> None:
+def _demo_worker_init(threads: int, tasks_pending, fixed_threads: bool) -> None:
     """Give a worker ``threads`` torch threads (``S2C_NUM_THREADS`` wins when set), for the
     demo SAM's training as well as for the rows (:func:`~s2c.apis.train` reads the same),
-    and the shared count of pending rows (:func:`_inference_threads`)."""
-    global _ROWS_PENDING, _FIXED_THREADS
-    _ROWS_PENDING, _FIXED_THREADS = rows_pending, fixed_threads
+    and the shared count of pending tasks (:func:`_inference_threads`)."""
+    global _TASKS_PENDING, _FIXED_THREADS
+    _TASKS_PENDING, _FIXED_THREADS = tasks_pending, fixed_threads
     os.environ.setdefault(THREADS_ENV, str(threads))
     set_num_threads()
 
@@ -298,7 +298,7 @@ def run_demo(configs: dict[str, str | dict], work_root: str = 'work_dirs',
     Rows whose config sets ``demo_sam_checkpoint`` wait for the demo SAM, which trains
     first (once; reused afterwards); then all workers build their SAM caches (SE maps,
     embeddings) together, sharded, and the CPM rows (the longest) start first. The others
-    start at once. A row's CAM inference after its training uses the cores of the rows
+    start at once. A row's CAM inference after its training uses the cores of the tasks
     no longer pending (the last row measures with all of them). Each row's output goes to
     ``<work_dir>/demo.log``; the console gets one line when a row starts and when it ends.
 

@@ -61,7 +61,7 @@ def test_inference_threads_follow_the_pending_rows(monkeypatch):
     before = torch.get_num_threads()
     try:
         pending = multiprocessing.get_context('spawn').Value('i', 2)
-        monkeypatch.setattr(demo, '_ROWS_PENDING', pending)
+        monkeypatch.setattr(demo, '_TASKS_PENDING', pending)
         monkeypatch.setattr(demo, '_FIXED_THREADS', False)
         demo._inference_threads()
         assert torch.get_num_threads() == 2
@@ -72,7 +72,7 @@ def test_inference_threads_follow_the_pending_rows(monkeypatch):
         torch.set_num_threads(1)
         demo._inference_threads()
         assert torch.get_num_threads() == 1
-        monkeypatch.setattr(demo, '_ROWS_PENDING', None)
+        monkeypatch.setattr(demo, '_TASKS_PENDING', None)
         monkeypatch.setattr(demo, '_FIXED_THREADS', False)
         demo._inference_threads()
         assert torch.get_num_threads() == 1
