@@ -207,13 +207,27 @@ def _row_config(entry: dict, work_root: str, data_root: str):
     return work_dir, cfg, (None, 'val') if entry.get('sam_pseudo_labels') else (None, )
 
 
+@contextlib.contextmanager
+def _row_log(work_dir: str) -> Iterator[None]:
+    """Create ``work_dir`` and send this process's output to its :data:`ROW_LOG`."""
+    os.makedirs(work_dir, exist_ok=True)
+    with _output_to(osp.join(work_dir, ROW_LOG)):
+        yield
+
+
+def _cache_parts(cfg, splits: tuple[str | None, ...]) -> set[tuple[str, str | None]]:
+    """``(cache folder, split)`` pairs :func:`build_demo_caches` fills for a config."""
+    se_dir, emb_dir = se_map_dir(cfg), embedding_dir(cfg)
+    return ({(se_dir, None)} if se_dir else set()) | \
+        ({(emb_dir, split) for split in splits} if emb_dir else set())
+
+
 def build_row_caches(entry: dict, work_root: str, data_root: str,
                      shard: tuple[int, int] | None = None) -> None:
     """:func:`build_demo_caches` of a demo row's config (a worker task of :func:`run_demo`;
     output to the row's log)."""
     work_dir, cfg, splits = _row_config(entry, work_root, data_root)
-    os.makedirs(work_dir, exist_ok=True)
-    with _output_to(osp.join(work_dir, ROW_LOG)):
+    with _row_log(work_dir):
         build_demo_caches(cfg, splits, shard)
 
 
@@ -256,8 +270,7 @@ def run_demo_row(name: str, entry: dict, work_root: str, data_root: str,
     """
     start = time.time()
     work_dir, cfg, splits = _row_config(entry, work_root, data_root)
-    os.makedirs(work_dir, exist_ok=True)
-    with _output_to(osp.join(work_dir, ROW_LOG)):
+    with _row_log(work_dir):
         if build_caches:
             build_demo_caches(cfg, splits)
         runner = train(cfg)
@@ -271,12 +284,13 @@ def run_demo_row(name: str, entry: dict, work_root: str, data_root: str,
     return DemoRow(name, val_miou, train_miou, (time.time() - start) / 60, sam_pl)
 
 
-def _demo_worker_init(threads: int, tasks_pending, fixed_threads: bool) -> None:
-    """Give a worker ``threads`` torch threads (``S2C_NUM_THREADS`` wins when set), for the
-    demo SAM's training as well as for the rows (:func:`~s2c.apis.train` reads the same),
-    and the shared count of pending tasks (:func:`_inference_threads`)."""
+def _demo_worker_init(threads: int, tasks_pending) -> None:
+    """Give a worker ``threads`` torch threads (``S2C_NUM_THREADS``, inherited from the
+    parent, wins when set), for the demo SAM's training as well as for the rows
+    (:func:`~s2c.apis.train` reads the same), and the shared count of pending tasks
+    (:func:`_inference_threads`)."""
     global _TASKS_PENDING, _FIXED_THREADS
-    _TASKS_PENDING, _FIXED_THREADS = tasks_pending, fixed_threads
+    _TASKS_PENDING, _FIXED_THREADS = tasks_pending, THREADS_ENV in os.environ
     os.environ.setdefault(THREADS_ENV, str(threads))
     set_num_threads()
 
@@ -331,7 +345,7 @@ def run_demo(configs: dict[str, str | dict], work_root: str = 'work_dirs',
     context = get_context('spawn')
     pending = context.Value('i', 0)
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_demo_worker_init,
-                             initargs=(threads, pending, THREADS_ENV in os.environ)) as pool:
+                             initargs=(threads, pending)) as pool:
 
         def task(fn, *args) -> Future:
             """Submit ``fn(*args)``, counted in ``pending`` until it ends."""
@@ -361,9 +375,15 @@ def run_demo(configs: dict[str, str | dict], work_root: str = 'work_dirs',
         if sam_future is not None:
             extra = sam_future.result()
             # the demo SAM's caches, built by the workers together in 2 shards per worker
-            # (a worker still training a row joins when it is free), before those rows
-            shards = 2 * jobs
+            # (a worker still training a row joins when it is free), before those rows;
+            # a row whose caches an earlier row built adds nothing
+            shards, built = 2 * jobs, set()
             for name in waiting:
+                _, cfg, splits = _row_config(entries[name], work_root, data_root)
+                parts = _cache_parts(cfg, splits)
+                if parts <= built:
+                    continue
+                built |= parts
                 print(f'[demo] SAM caches of: {name} ({shards} shards)', flush=True)
                 for shard in [task(build_row_caches, entries[name], work_root, data_root,
                                    (i, shards)) for i in range(shards)]:

@@ -35,6 +35,8 @@ def test_run_demo_two_rows_at_once_and_sam_rows_wait(demo_root, tmp_path, capfd)
         out.index('SAM caches of: ssc (4 shards)') < out.index('queued: ssc')
     ssc_log = open(osp.join(tmp_path, 'w', 'ssc', 'demo.log')).read()
     assert all(f'(shard {i}/4)' in ssc_log for i in range(1, 5))
+    # a row whose caches an earlier row built adds no cache tasks...
+    assert 'SAM caches of: ssc_b' not in out
     # ...and the rows do not check them again (two rows starting together would collide
     # on the cache's writer lock)
     for name in ('ssc', 'ssc_b'):
@@ -49,8 +51,8 @@ def test_run_demo_two_rows_at_once_and_sam_rows_wait(demo_root, tmp_path, capfd)
     assert {'demo_sam', 'random_sam', 'baseline_all_background'} <= set(results)
 
 
-def test_inference_threads_follow_the_pending_rows(monkeypatch):
-    """A row's CAM inference takes the cores of the rows no longer pending; a thread count
+def test_inference_threads_follow_the_pending_tasks(monkeypatch):
+    """A row's CAM inference takes the cores of the tasks no longer pending; a thread count
     fixed by S2C_NUM_THREADS (or outside run_demo's workers) is left alone."""
     import multiprocessing
 
